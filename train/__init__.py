@@ -1,0 +1,1 @@
+"""Training: entry point, config, DeepSpeed engine, checkpoints, MLflow tracking and video data."""

@@ -1,0 +1,1 @@
+"""Placeholder until the training engine lands (issue: training engine)."""
