@@ -1,0 +1,1 @@
+"""Shared math of both methods: correlation, affine geometry and cropping, backbones; the method contract."""
