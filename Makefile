@@ -1,20 +1,20 @@
 # The two commands of the README: `make demo` (main job on generated data) and `make test`.
-# Both create .venv on first use. Torch comes from the pinned release below; on this project's
-# CPU build machines pip finds it on local disk. Override TORCH_PIN for another CUDA build.
+# Both create .venv on first use, with the exact versions of requirements/pins.txt (the Dockerfile
+# installs the same pins). On this project's build machines pip finds torch on local disk.
 PYTHON ?= python3
 VENV   ?= .venv
-TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+PINS ?= requirements/pins.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint env clean-env
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(PINS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the project into $(VENV) (log: $(VENV)/install.log)"
 	@( $(PY) -m pip install --upgrade pip && \
-	   $(PY) -m pip install $(TORCH_PIN) && \
-	   $(PY) -m pip install -e '.[dev]' ) > $(VENV)/install.log 2>&1 \
+	   $(PY) -m pip install -c $(PINS) torch torchvision && \
+	   $(PY) -m pip install -c $(PINS) -e '.[dev]' ) > $(VENV)/install.log 2>&1 \
 	 || { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 

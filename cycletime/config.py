@@ -32,6 +32,9 @@ class Config:
     context_frames: int = param(4, "context frames per clip (paper: 4)", ge=1)
     context_gap: int = param(2, "frame gap between context frames (paper: 2)", ge=1)
     target_offset: int = param(15, "target frame index after the first context frame (paper: 15)", ge=1)
+    motion_gap: int = param(
+        2, "patch placed where |target - frame motion_gap later| is large (paper: 2)", ge=1
+    )
     patch_scale: float = param(
         1 / 3, "patch side as a fraction of the frame side (paper: 80/240)", gt=0, le=1
     )

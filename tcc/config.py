@@ -31,6 +31,18 @@ class LossConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Alignment evaluation on held-out videos (Kendall's tau, alignment error, phases)."""
+
+    videos: str | None = param(None, "folder of evaluation videos; None: no periodic evaluation")
+    labels: str | None = param(None, "per-frame phase labels (JSON {stem: [label, ...]}) of those videos")
+    warps: str | None = param(None, "canonical time per frame (JSON {stem: [t, ...]}) for alignment error")
+    stride: int = param(1, "query stride of Kendall's tau (upstream: 2 Pouring, 5 Penn Action)", ge=1)
+    size: int = param(224, "frames resized and centre-cropped to this side", ge=16)
+    max_videos: int = param(0, "evaluate only the first N videos; 0: all", ge=0)
+
+
+@dataclass
 class Config:
     """TCC: a per-frame embedder trained so soft nearest neighbours cycle back in time."""
 
@@ -46,4 +58,7 @@ class Config:
     fc_channels: int = param(512, "width of the two FC layers", ge=1)
     dropout: float = param(0.1, "dropout before each FC layer", ge=0, lt=1)
     embed_dim: int = param(128, "embedding size", ge=1)
+    brightness: float = param(32 / 255, "random brightness offset per video, +-this (upstream 32/255)", ge=0)
+    contrast: tuple[float, float] = param((0.5, 1.5), "random contrast factor range per video (upstream)")
     loss: LossConfig = param(factory=LossConfig, doc="cycle-consistency loss")
+    eval: EvalConfig = param(factory=EvalConfig, doc="alignment evaluation")

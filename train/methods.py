@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from types import ModuleType
+from typing import Any
 
 BUILTIN = ("cycletime", "tcc")
 
@@ -37,3 +38,11 @@ def _import(name: str, module: str) -> ModuleType:
 def method_config_class(name: str) -> type:
     """The settings dataclass of method `name`."""
     return _import(name, "config").Config
+
+
+def load_method(name: str) -> Any:
+    """The `MethodSpec` of method `name` (its package's `method.SPEC`)."""
+    spec = getattr(_import(name, "method"), "SPEC", None)
+    if spec is None:
+        raise UnknownMethodError(f"{name}.method defines no SPEC (a core.method.MethodSpec)")
+    return spec

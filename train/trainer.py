@@ -1,1 +1,381 @@
-"""Placeholder until the training engine lands (issue: training engine)."""
+"""The training loop: method registry + data + DeepSpeed + checkpoints + MLflow, for any method.
+
+Host syncs: metrics and the all-rank agreement to stop happen on log steps only. The one per-step
+sync is the non-finite guard (`trainer.skip_nonfinite`, on by default): every loss is checked before
+backward and, if any rank's is inf/NaN, all ranks skip that backward and update together (a rank
+that skipped alone would leave the others waiting in the gradient all-reduce). With the guard off,
+a non-finite loss is only seen at the next log step, which then stops the run with the last good
+checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from train import checkpoint
+from train.config import Config, config_to_dict, dump_config
+from train.engine import DTYPES, DistInfo, build_engine, init_distributed, resolve_precision
+from train.meters import LossMeter, Throughput, device_memory
+from train.methods import load_method
+from train.tracking import Tracker, flatten, git_sha, tracking_uri
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+
+EXIT_OK = 0
+EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
+
+
+@dataclass
+class RunState:
+    step: int = 0  # optimizer steps done
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    mlflow_run_id: str | None = None
+
+
+class Trainer:
+    """Builds every component from the config; `train()` runs to the end or to a clean stop."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.dist: DistInfo = init_distributed()
+        precision = resolve_precision(cfg.trainer.precision, self.dist.device)
+        if precision != cfg.trainer.precision:
+            log.info("trainer.precision=auto: %s on %s", precision, self.dist.device.type)
+            cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision=precision))
+        self.cfg = cfg
+        self.spec = load_method(cfg.method)
+        self.mcfg = cfg.method_cfg
+        self.run_dir = Path(cfg.trainer.run_dir.format(method=cfg.method))
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.state = RunState()
+        self._stop_signal: int | None = None
+
+        torch.manual_seed(cfg.trainer.seed + self.dist.rank)
+        self.generator = torch.Generator(device=self.dist.device).manual_seed(
+            cfg.trainer.seed + self.dist.rank
+        )
+
+        self._prepare_data()
+        model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
+        self.signature = checkpoint.model_signature(model)
+        self.engine = build_engine(model, cfg, self.dist)
+        self.compute_dtype = DTYPES[cfg.trainer.precision]
+
+        from train.data.loader import build_loader
+
+        self.loader = build_loader(
+            cfg.data,
+            self.spec.clip_spec(self.mcfg),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            local_rank=self.dist.local_rank,
+            device=self.dist.device,
+            seed=cfg.data.seed,
+        )
+        self.tracker = Tracker(cfg.tracking, self.dist.rank)
+        self._resume()
+
+    # ------------------------------------------------------------------------------ set-up
+
+    def _prepare_data(self) -> None:
+        """Generate the synthetic dataset a smoke config names, if it is not there yet (rank 0)."""
+        gen = self.cfg.data.generate
+        if gen is not None and self.dist.is_main:
+            from train.data.synthetic import generate_dataset
+
+            generate_dataset(gen, self.cfg.data.root)
+        _barrier()
+        if not Path(self.cfg.data.root).exists():
+            raise FileNotFoundError(
+                f"data.root {self.cfg.data.root!r} does not exist (working directory {os.getcwd()}); "
+                f"point data.root at a folder of videos, or set data.generate to create one"
+            )
+
+    def _expect(self) -> dict[str, str]:
+        return {"method": self.cfg.method, "model_signature": self.signature}
+
+    def _resume(self) -> None:
+        tag = checkpoint.latest_complete(self.ckpt_dir)
+        if tag is not None and self.cfg.trainer.resume == "never":
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints (latest {tag}) and trainer.resume=never; "
+                f"choose a new trainer.run_dir or set trainer.resume=auto to continue"
+            )
+        if tag is None:
+            return
+        client = checkpoint.load(self.engine, self.ckpt_dir, tag, self._expect())
+        self.state = RunState(**client["run_state"])
+        self.loader.load_state_dict(client["data"])
+        saved_world = len(client["rng"])
+        if saved_world == self.dist.world_size:
+            checkpoint.set_rng_state(client["rng"][self.dist.rank])
+            self.generator.set_state(client["generator"][self.dist.rank])
+        else:
+            log.warning(
+                "resuming %d rank(s) from a checkpoint of %d: random streams restart from the seed",
+                self.dist.world_size,
+                saved_world,
+            )
+        log.info("resumed from %s at step %d", self.ckpt_dir / tag, self.state.step)
+
+    def _client_state(self) -> dict[str, Any]:
+        # Every rank's RNG and generator state is gathered so each rank resumes its own stream.
+        rng, gen = checkpoint.rng_state(), self.generator.get_state()
+        if dist.is_initialized() and self.dist.world_size > 1:
+            rngs: list[Any] = [None] * self.dist.world_size
+            gens: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, rng)
+            dist.all_gather_object(gens, gen)
+        else:
+            rngs, gens = [rng], [gen]
+        return {
+            "run_state": vars(self.state).copy(),
+            "data": self.loader.state_dict(),
+            "rng": rngs,
+            "generator": gens,
+            **self._expect(),
+        }
+
+    def _save(self) -> str:
+        tag = checkpoint.save(
+            self.engine, self.ckpt_dir, self.state.step, self._client_state(), self.cfg.trainer.keep_last
+        )
+        return tag
+
+    def _start_tracking(self) -> None:
+        cfg = self.cfg
+        tags = {
+            "method": cfg.method,
+            "git_sha": git_sha(REPO),
+            "world_size": str(self.dist.world_size),
+            "precision": cfg.trainer.precision,
+            "zero_stage": str(cfg.trainer.zero_stage),
+            "device": torch.cuda.get_device_name(self.dist.device)
+            if self.dist.device.type == "cuda"
+            else "cpu",
+            "run_dir": str(self.run_dir.resolve()),
+        }
+        name = cfg.tracking.run_name or f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.tracker.start(name, flatten(config_to_dict(cfg)), tags, self.state.mlflow_run_id)
+        self.state.mlflow_run_id = self.tracker.run_id
+        if self.dist.is_main:
+            resolved = self.run_dir / "config.yaml"
+            dump_config(cfg, resolved)
+            self.tracker.log_artifact(resolved)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+        log.warning("received %s: will checkpoint and stop at the next log step", signal.Signals(signum).name)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def train(self) -> int:
+        cfg, t = self.cfg, self.cfg.trainer
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._start_tracking()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        log.info(
+            "training %s for %d steps from step %d on %d rank(s), data: %s (%d batches/epoch, decoder %s)",
+            cfg.method,
+            t.steps,
+            self.state.step,
+            self.dist.world_size,
+            cfg.data.root,
+            self.loader.batches_per_epoch,
+            self.loader.decoder,
+        )
+        exit_code = EXIT_OK
+        batches = iter(self.loader)
+        meter, speed = LossMeter(), Throughput()
+        last_saved = self.state.step if self.state.step else None
+        self.engine.train()
+        while self.state.step < t.steps:
+            if self.spec.on_step is not None:
+                self.spec.on_step(self.engine.module, self.state.step, self.mcfg)
+            skipped = False
+            for _ in range(t.grad_accum):
+                start = time.perf_counter()
+                batch = next(batches)
+                speed.waited(time.perf_counter() - start, self.cfg.data.batch_size)
+                loss, parts = self._forward(batch)
+                if t.skip_nonfinite and not _all_finite(loss):
+                    # No backward, no update; with accumulation the update waits for the next finite
+                    # micro-batch (DeepSpeed counts micro-steps in backward/step, which we skipped).
+                    skipped = True
+                    continue
+                self.engine.backward(loss)
+                self.engine.step()
+                meter.add(parts | {"loss": loss.detach()})
+            self.state.step += 1
+            self._count_nonfinite(skipped)
+
+            step = self.state.step
+            log_now = step % t.log_every == 0 or step == t.steps
+            if log_now:
+                exit_code = self._log(step, meter, speed) or exit_code
+            if exit_code or self._stop_agreed(log_now):
+                self._save()
+                exit_code = exit_code or EXIT_INTERRUPTED
+                break
+            if step % t.ckpt_every == 0 or step == t.steps:
+                self._save()
+                last_saved = step
+            if t.eval_every and step % t.eval_every == 0 and step != t.steps:
+                self._evaluate(step)
+        return self._finish(exit_code, last_saved)
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = self.spec.prepare(batch, self.mcfg, self.generator)
+        with self._autocast():
+            outputs = self.spec.forward(self.engine, inputs)
+            return self.spec.loss(outputs, inputs, self.mcfg)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """One place decides precision: fp32 weights, bf16/fp16 compute under autocast (forward and loss;
+        DeepSpeed's torch_autocast section, generated from the same setting, covers its own forward)."""
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.compute_dtype)
+
+    def _count_nonfinite(self, skipped: bool) -> None:
+        if skipped:
+            self.state.nonfinite_total += 1
+            self.state.nonfinite_in_a_row += 1
+        else:
+            self.state.nonfinite_in_a_row = 0
+
+    def _stop_agreed(self, log_now: bool) -> bool:
+        """Whether any rank got SIGTERM/SIGINT; asked on log steps only, so it costs no extra sync."""
+        if not log_now:
+            return False
+        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self.dist.device)
+        if dist.is_initialized() and self.dist.world_size > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _log(self, step: int, meter: LossMeter, speed: Throughput) -> int:
+        losses = meter.read()
+        metrics = {
+            **losses,
+            **speed.read(),
+            **device_memory(self.dist.device),
+            "lr": self.engine.get_lr()[0],
+            "nonfinite_steps": float(self.state.nonfinite_total),
+        }
+        norm = self.engine.get_global_grad_norm()
+        if norm is not None:
+            metrics["grad_norm"] = float(norm)
+        metrics |= {f"data_{k}": float(v) for k, v in self.loader.stats().items()}
+        self.tracker.log_metrics(metrics, step)
+        parts = " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "loss")
+        log.info(
+            "step %d/%d loss %.4g (%s) lr %.3g | %.1f clips/s/GPU, data wait %.0f%%%s",
+            step,
+            self.cfg.trainer.steps,
+            losses.get("loss", float("nan")),
+            parts,
+            metrics["lr"],
+            metrics["clips_per_s_per_gpu"],
+            100 * metrics["data_wait_frac"],
+            f", peak {metrics['gpu_mem_peak_gib']:.1f} GiB" if "gpu_mem_peak_gib" in metrics else "",
+        )
+        if not math.isfinite(losses.get("loss", 0.0)):
+            log.error(
+                "non-finite loss in the last %d steps: stopping; the last good checkpoint is kept in %s",
+                self.cfg.trainer.log_every,
+                self.ckpt_dir,
+            )
+            return EXIT_NONFINITE
+        if self.state.nonfinite_in_a_row >= self.cfg.trainer.max_nonfinite:
+            log.error(
+                "%d non-finite losses in a row: stopping; the last good checkpoint is kept in %s",
+                self.state.nonfinite_in_a_row,
+                self.ckpt_dir,
+            )
+            return EXIT_NONFINITE
+        return EXIT_OK
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        if self.spec.evaluate is None:
+            return {}
+        if self.cfg.trainer.zero_stage == 3:
+            log.warning(
+                "periodic evaluation is skipped under ZeRO-3 (weights are sharded); see the final one"
+            )
+            return {}
+        scores: dict[str, float] = {}
+        if self.dist.is_main:
+            out_dir = self.run_dir / "eval" / f"step_{step:08d}"
+            self.engine.module.eval()
+            with torch.no_grad(), self._autocast():
+                scores = self.spec.evaluate(self.engine.module, self.mcfg, str(out_dir))
+            self.engine.module.train()
+            if scores:
+                self.tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step)
+                log.info("evaluation at step %d: %s", step, scores)
+                for path in sorted(out_dir.glob("*.json")):
+                    self.tracker.log_artifact(path, f"eval/step_{step:08d}")
+        _barrier()
+        return scores
+
+    def _finish(self, exit_code: int, last_saved: int | None) -> int:
+        if exit_code == EXIT_OK:
+            tag = checkpoint.tag_for(self.state.step)
+            if last_saved != self.state.step:
+                tag = self._save()
+            weights = checkpoint.export_weights(
+                self.engine, self.ckpt_dir, tag, self.run_dir / "final" / "weights.pt"
+            )
+            self._evaluate(self.state.step)
+            self.tracker.log_artifact(weights, "weights")
+        status = {EXIT_OK: "FINISHED", EXIT_INTERRUPTED: "KILLED"}.get(exit_code, "FAILED")
+        self.tracker.close(status)
+        if self.dist.is_main and self.tracker.run_id:
+            log.info(
+                "MLflow run %s: mlflow ui --backend-store-uri %s",
+                self.tracker.run_id,
+                tracking_uri(self.cfg.tracking),
+            )
+        if exit_code == EXIT_INTERRUPTED:
+            log.warning(
+                "stopped at step %d after a checkpoint; run the same command again to resume", self.state.step
+            )
+        return exit_code
+
+
+def _barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    flag = torch.isfinite(loss.detach()).all().float().reshape(1)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # all ranks skip together, or collectives hang
+    return bool(flag.item())
+
+
+def run_training(cfg: Config) -> int:
+    """Entry point used by train/run.py."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.train()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -70,7 +70,9 @@ class TrainerConfig:
     steps: int = param(1000, "optimizer steps to train", ge=1)
     grad_accum: int = param(1, "micro-steps accumulated per optimizer step", ge=1)
     grad_clip: float = param(10.0, "max global gradient norm; 0 disables clipping", ge=0)
-    precision: Literal["bf16", "fp16", "fp32"] = param("bf16", "bf16, or fp16 with dynamic loss scaling")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = param(
+        "bf16", "bf16; fp16 (dynamic loss scaling); fp32; auto: bf16 on GPUs, fp32 on CPUs (CPU bf16 is slow)"
+    )
     zero_stage: int = param(0, "DeepSpeed ZeRO stage", ge=0, le=3)
     seed: int = param(0, "global seed (each rank offsets it by its rank)")
     run_dir: str = param("runs/{method}", "checkpoints and resolved config; {method} is substituted")
@@ -79,6 +81,10 @@ class TrainerConfig:
     eval_every: int = param(0, "steps between evaluations; 0: only at the end", ge=0)
     ckpt_every: int = param(500, "steps between checkpoints", ge=1)
     keep_last: int = param(3, "checkpoints kept on disk", ge=1)
+    skip_nonfinite: bool = param(
+        True,
+        "check each loss before backward and skip non-finite steps on all ranks (one host sync per step)",
+    )
     max_nonfinite: int = param(20, "stop after this many non-finite losses in a row", ge=1)
 
 

@@ -1,0 +1,88 @@
+"""CycleTime as the trainer sees it: the MethodSpec registered under `method: cycletime`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.affine import affine_crop, sample_patch_transforms
+from core.method import ClipSpec, MethodSpec
+from cycletime.config import Config
+from cycletime.loss import cycletime_loss
+from cycletime.model import CycleTimeModel, CycleTimeOutput
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: Config, crop: int) -> nn.Module:
+    return CycleTimeModel(cfg, crop)
+
+
+def clip_spec(cfg: Config) -> ClipSpec:
+    """Context frames at a gap, the target, and the frame `motion_gap` after it (to place the patch)."""
+    context = tuple(i * cfg.context_gap for i in range(cfg.context_frames))
+    return ClipSpec(mode="offsets", offsets=(*context, cfg.target_offset, cfg.target_offset + cfg.motion_gap))
+
+
+def prepare(
+    batch: dict[str, torch.Tensor], cfg: Config, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """Cut the random patch of each clip's target frame where it moves most (on the batch's device)."""
+    frames = batch["frames"]  # [B, F+2, 3, S, S], normalised
+    Fc = cfg.context_frames
+    target, later = frames[:, Fc], frames[:, Fc + 1]
+    motion_BSS = (target - later).abs().sum(1)
+    theta = sample_patch_transforms(
+        motion_BSS,
+        generator,
+        scale=cfg.patch_scale,
+        max_rotation_deg=cfg.max_rotation_deg,
+        top=cfg.motion_windows,
+        jitter=cfg.jitter,
+    )
+    side = round(frames.shape[-1] * cfg.patch_scale)
+    patch = affine_crop(target, theta, (side, side))
+    return {"context": frames[:, :Fc], "target": target, "patch": patch, "theta": theta}
+
+
+def forward(model: Any, inputs: dict[str, torch.Tensor]) -> CycleTimeOutput:
+    return model(inputs["context"], inputs["target"], inputs["patch"])
+
+
+def loss(out: CycleTimeOutput, inputs: dict[str, torch.Tensor], cfg: Config):
+    return cycletime_loss(out, inputs["theta"], cfg)
+
+
+def on_step(model: nn.Module, step: int, cfg: Config) -> None:
+    """Encoder warm-up: only the tracker trains for the first `freeze_encoder_steps` steps."""
+    frozen = step < cfg.freeze_encoder_steps
+    if getattr(model, "encoder_frozen", None) is not frozen:
+        if step > 0 or frozen:
+            log.info("step %d: encoder %s", step, "frozen (tracker warm-up)" if frozen else "training")
+        model.encoder_frozen = frozen
+
+
+def evaluate(model: nn.Module, cfg: Config, out_dir: str) -> dict[str, float]:
+    """Label propagation on `cfg.eval.davis` (J, F, J&F); nothing when it is not set."""
+    if not cfg.eval.davis:
+        return {}
+    from cycletime.evaluate import evaluate_davis
+
+    device = next(model.parameters()).device
+    result = evaluate_davis(model.encode, cfg.eval.davis, cfg.eval, out_dir, device)
+    return {k: float(v) for k, v in result["overall"].items()}
+
+
+SPEC = MethodSpec(
+    name="cycletime",
+    build_model=build_model,
+    clip_spec=clip_spec,
+    prepare=prepare,
+    forward=forward,
+    loss=loss,
+    on_step=on_step,
+    evaluate=evaluate,
+)
