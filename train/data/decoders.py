@@ -1,0 +1,77 @@
+"""Which decoder handles each video: NVDEC, DALI's CPU decoder, or PyAV.
+
+`data.decoder` names a preference; a file the preferred decoder cannot take goes through PyAV
+(which decodes everything the index accepts), and the loader logs how many files each decoder got.
+
+- NVDEC (DALI device="mixed"): H.264, HEVC, VP8, VP9, MJPEG, 8-bit 4:2:0 only (Hopper's NVDEC has
+  no H.264 4:4:4, e.g. /work/shared/data/videos/openfield-mouse.mp4).
+- DALI CPU decoder (device="cpu"): VP8, VP9, MJPEG only (DALI 2.x dropped H.264/HEVC on the CPU).
+- PyAV (`cpu_decode.py`): any codec FFmpeg decodes; frames are fed into the same DALI pipeline.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Literal
+
+from train.data.index import VideoEntry
+
+Decoder = Literal["nvdec", "dali-cpu", "pyav"]
+
+NVDEC_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mjpeg"})
+DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# 8-bit 4:2:0 as the decoders report it (yuvj420p: MJPEG's full-range variant).
+PLAIN_420 = frozenset({"yuv420p", "yuvj420p", "nv12"})
+
+
+def can_decode(decoder: Decoder, video: VideoEntry) -> bool:
+    """Whether `decoder` takes this file."""
+    if decoder == "pyav":
+        return True
+    codecs = NVDEC_CODECS if decoder == "nvdec" else DALI_CPU_CODECS
+    return video.codec in codecs and video.pix_fmt in PLAIN_420
+
+
+def preferred_decoder(requested: str, on_gpu: bool) -> Decoder:
+    """The decoder `data.decoder` asks for on this device ("auto": NVDEC on a GPU, else DALI CPU)."""
+    if requested == "auto":
+        return "nvdec" if on_gpu else "dali-cpu"
+    if requested == "nvdec" and not on_gpu:
+        raise ValueError(
+            "data.decoder: nvdec needs a CUDA device for this rank; use decoder: auto (CPU decoders "
+            "on machines without a GPU) or pyav"
+        )
+    if requested not in ("nvdec", "dali-cpu", "pyav"):
+        raise ValueError(f"data.decoder must be auto, nvdec, dali-cpu or pyav, got {requested!r}")
+    return requested  # type: ignore[return-value]
+
+
+def route(videos: Sequence[VideoEntry], requested: str, on_gpu: bool) -> list[Decoder]:
+    """The decoder of every video: the preferred one where it can, PyAV otherwise."""
+    preferred = preferred_decoder(requested, on_gpu)
+    return [preferred if can_decode(preferred, v) else "pyav" for v in videos]
+
+
+def dali_device(routes: Sequence[Decoder]) -> str | None:
+    """The `device` of the pipeline's DALI decoder ("mixed", "cpu"), or None when PyAV does all."""
+    if "nvdec" in routes:
+        return "mixed"
+    if "dali-cpu" in routes:
+        return "cpu"
+    return None
+
+
+def describe(videos: Sequence[VideoEntry], routes: Sequence[Decoder]) -> tuple[str, str]:
+    """(short name, one log line) of the decoders in use, e.g. ("dali-cpu+pyav", "dali-cpu: 3 files ...")."""
+    counts = Counter(routes)
+    name = "+".join(d for d in ("nvdec", "dali-cpu", "pyav") if counts[d])
+    parts = []
+    for decoder in ("nvdec", "dali-cpu", "pyav"):
+        if counts[decoder]:
+            kinds = Counter(
+                f"{v.codec}/{v.pix_fmt}" for v, r in zip(videos, routes, strict=True) if r == decoder
+            )
+            what = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+            parts.append(f"{decoder}: {counts[decoder]} files ({what})")
+    return name or "none", "; ".join(parts)
