@@ -1,0 +1,487 @@
+"""TCC's alignment evaluation on held-out videos: embed every frame, then Kendall's tau, phase
+classification and progression (where labels exist), alignment error (where time warps exist), and a
+grid video of the videos aligned to the first one.
+
+Periodic: `evaluate_videos(model, cfg, out_dir)` (tcc.method.evaluate, called by the trainer).
+Offline:  python -m tcc.evaluate --weights runs/<name> --videos DIR [--labels FILE] [--warps FILE|DIR]
+Protocol and outputs: docs/evaluation-tcc.md.
+
+Letters: T frames of a video, K context frames per step, D embedding size, S frame side (cfg.eval.size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+import types
+import typing
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from core.config import bounds_violation
+from tcc.config import Config
+from tcc.metrics import (
+    align_to_reference,
+    alignment_error,
+    kendalls_tau,
+    phase_classification,
+    phase_progression,
+)
+from tcc.model import Embedder
+from tcc.video_frames import list_videos, read_frames, resize_center_crop, video_fps, write_aligned_grid
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the training pipeline's normalisation (train/data/pipeline.py)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BATCH_STEPS = 32  # steps (each K frames) per forward pass: bounds memory, not the result
+FRACTIONS = (0.1, 0.5, 1.0)  # share of the training videos the phase classifier sees (upstream)
+GRID_PANELS = 16  # videos shown in aligned.mp4 (the reference and the next 15)
+RANDOM_INIT_SEED = 0  # --baseline random-init: the same untrained model every time
+BASELINES = ("random-init",)
+
+
+# ------------------------------------------------------------------------------------------ embedding
+
+
+def context_indices(num_frames: int, context_steps: int, context_stride: int) -> np.ndarray:
+    """Frame indices embedded for each step t: t - (K-1) s, ..., t - s, t, clipped at 0 -> int64 [T, K]
+    (the training sampler's causal context, train/data/sampling.py `with_context`)."""
+    back_K = context_stride * np.arange(context_steps - 1, -1, -1, dtype=np.int64)
+    return np.maximum(np.arange(num_frames, dtype=np.int64)[:, None] - back_K[None, :], 0)
+
+
+def embed_video(
+    model: nn.Module,
+    frames_THWC: np.ndarray,
+    cfg: Config,
+    device: torch.device | str | None = None,
+    batch_steps: int = BATCH_STEPS,
+) -> np.ndarray:
+    """Embedding of every frame of a video: uint8 RGB [T, H, W, 3] -> float32 [T, D].
+
+    Frame t is embedded with its causal context frames (`context_indices`), every frame resized and
+    centre-cropped to cfg.eval.size and normalised as in training. `batch_steps` steps go through the
+    model at a time ([1, batch_steps * K, 3, S, S]); the result does not depend on it. The model runs
+    in eval mode under no_grad (bf16 autocast on CUDA) and is put back in its previous mode. `device`
+    (default: the model's) is where the inputs go; the model must already be there.
+    """
+    if batch_steps < 1:
+        raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
+    frames_TSSC = resize_center_crop(frames_THWC, cfg.eval.size)
+    param = next(model.parameters())
+    device = torch.device(device) if device is not None else param.device
+    on_cuda = device.type == "cuda"
+    # Under DeepSpeed bf16 the parameters themselves are bf16: autocast handles that on CUDA; elsewhere
+    # the inputs take the parameters' dtype.
+    dtype = torch.float32 if on_cuda else param.dtype
+    mean_C11 = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std_C11 = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    idx_TK = context_indices(len(frames_TSSC), cfg.context_steps, cfg.context_stride)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext()
+    chunks = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast:
+            for start in range(0, len(idx_TK), batch_steps):
+                idx_F = idx_TK[start : start + batch_steps].reshape(-1)  # F = steps of the chunk x K
+                clip_FSSC = torch.from_numpy(frames_TSSC[idx_F]).to(device)
+                clip_FCSS = (clip_FSSC.permute(0, 3, 1, 2).float() / 255 - mean_C11) / std_C11
+                embs_1TD = model(clip_FCSS.to(dtype).unsqueeze(0)).embs
+                chunks.append(embs_1TD[0].float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
+# ------------------------------------------------------------------------------- labels and warps
+
+
+def load_labels(path: str | Path) -> dict[str, list[int]]:
+    """Per-frame integer phase labels, JSON {video stem: [label, ...]} (synthetic data: labels.json)."""
+    data = _read_json_mapping(path, "labels")
+    for stem, labels in data.items():
+        if not isinstance(labels, list) or not all(isinstance(v, int) and v >= 0 for v in labels):
+            raise ValueError(f"labels file {path}: {stem!r} must map to a list of integer phases >= 0")
+    return data
+
+
+def collect_warps(folder: str | Path) -> dict[str, list[float]]:
+    """{stem: canonical time per frame} from per-video JSON files holding `canonical_time` (the
+    synthetic generator's `<stem>.json`); other JSON files are ignored."""
+    warps = {}
+    for path in sorted(Path(folder).rglob("*.json")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("canonical_time"), list):
+            warps[path.stem] = data["canonical_time"]
+    if not warps:
+        raise ValueError(f"no <stem>.json with a 'canonical_time' list under {folder} (tcc.eval.warps)")
+    return warps
+
+
+def load_warps(path: str | Path) -> dict[str, list[float]]:
+    """Canonical time per frame: a JSON file {stem: [t, ...]}, or a folder of per-video JSON files."""
+    if Path(path).is_dir():
+        return collect_warps(path)
+    data = _read_json_mapping(path, "warps")
+    for stem, times in data.items():
+        if not isinstance(times, list) or not all(isinstance(v, (int, float)) for v in times):
+            raise ValueError(f"warps file {path}: {stem!r} must map to a list of numbers")
+    return data
+
+
+def _read_json_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist (tcc.eval.{what} / --{what})")
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} file {path} must hold a JSON object {{video stem: [...]}}")
+    return data
+
+
+def _per_video(table: dict[str, list], stems: Sequence[str], what: str, source: str) -> list[np.ndarray]:
+    missing = [s for s in stems if s not in table]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{what} in {source} are missing for videos: {shown}")
+    return [np.asarray(table[s]) for s in stems]
+
+
+def train_val_split(num_videos: int) -> tuple[list[int], list[int]]:
+    """Videos (in sorted order) that train the phase classifier and regressor: the first ceil(N/2);
+    the rest are scored."""
+    half = (num_videos + 1) // 2
+    return list(range(half)), list(range(half, num_videos))
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_videos(
+    model: nn.Module,
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    batch_steps: int = BATCH_STEPS,
+) -> dict[str, float]:
+    """Metrics of `model` on the videos of cfg.eval (see docs/evaluation-tcc.md); writes
+    out_dir/metrics.json and out_dir/aligned.mp4 and returns {name: value}."""
+    ev = cfg.eval
+    if not ev.videos:
+        raise ValueError("tcc.eval.videos is not set: give the folder of evaluation videos")
+    paths = list_videos(ev.videos)
+    if ev.max_videos:
+        paths = paths[: ev.max_videos]
+    if len(paths) < 2:
+        raise ValueError(f"alignment needs at least 2 videos, found {len(paths)} under {ev.videos}")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"video names under {ev.videos} must be unique (labels are keyed by name)")
+    labels = _per_video(load_labels(ev.labels), stems, "labels", ev.labels) if ev.labels else None
+    warps = _per_video(load_warps(ev.warps), stems, "warps", ev.warps) if ev.warps else None
+
+    start = time.monotonic()
+    embs, shown = [], []
+    for v, path in enumerate(paths):
+        frames_TSSC = read_frames(path, ev.size)
+        for what, table in (("labels", labels), ("warps", warps)):
+            if table is not None and len(table[v]) != len(frames_TSSC):
+                raise ValueError(
+                    f"{path.name}: {len(frames_TSSC)} decoded frames but {len(table[v])} {what} in "
+                    f"{getattr(ev, what)}"
+                )
+        embs.append(embed_video(model, frames_TSSC, cfg, device, batch_steps))
+        if v < GRID_PANELS:
+            shown.append(frames_TSSC)
+    log.info(
+        "tcc eval: embedded %d videos (%d frames) in %.1f s",
+        len(paths),
+        sum(len(e) for e in embs),
+        time.monotonic() - start,
+    )
+
+    metrics = {"tau": kendalls_tau(embs, stride=ev.stride)}
+    if warps is not None:
+        errors = [
+            alignment_error(embs[a], embs[b], warps[a], warps[b])
+            for a in range(len(embs))
+            for b in range(len(embs))
+            if a != b
+        ]
+        metrics["align_error"] = float(np.mean(errors))
+    if labels is not None:
+        metrics.update(_phase_metrics(embs, labels))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    aligned = align_to_reference(embs[: len(shown)], reference=0)
+    write_aligned_grid(out / "aligned.mp4", shown, aligned, video_fps(paths[0]))
+    log.info("tcc eval: %s (wrote %s)", _one_line(metrics), out)
+    return metrics
+
+
+def _phase_metrics(embs: list[np.ndarray], labels: list[np.ndarray]) -> dict[str, float]:
+    train, val = train_val_split(len(embs))
+    train_labels = [labels[v] for v in train]
+    if len(np.unique(np.concatenate(train_labels))) < 2:
+        log.warning("tcc eval: the training videos hold a single phase; phase metrics skipped")
+        return {}
+    args = ([embs[v] for v in train], train_labels, [embs[v] for v in val], [labels[v] for v in val])
+    accuracy = phase_classification(*args, fractions=FRACTIONS, classifier="svm")
+    scores = {f"phase_acc_{round(100 * f)}": acc for f, acc in accuracy.items()}
+    scores["progression_r2"] = phase_progression(*args)
+    return scores
+
+
+def _one_line(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+# ------------------------------------------------------------------------------ run config, weights
+
+
+def load_tcc_config(path: str | Path) -> Config:
+    """The `tcc:` section of a config file (a run's resolved config.yaml or a config with `extends`)
+    as a typed, checked tcc.config.Config. Unknown keys, wrong types and out-of-bounds values raise."""
+    data = _read_yaml(Path(path), ())
+    method = data.get("method", "tcc")
+    if method != "tcc":
+        raise ValueError(f"{path}: method is {method!r}; pass the config of a TCC run")
+    return _build(Config, data.get("tcc") or {}, "tcc", str(path))
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.resolve() in chain:
+        raise ValueError(f"{path}: 'extends' forms a cycle")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of keys")
+    parents = data.pop("extends", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = _merge(merged, _read_yaml(path.parent / parent, (*chain, path.resolve())))
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix} must be a mapping of keys, got {data!r} ({source})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}"
+        if name not in fields:
+            raise ValueError(f"unknown key '{key}' in {source} (allowed under {prefix}: {', '.join(fields)})")
+        kwargs[name] = _convert(value, hints[name], key, source)
+        problem = bounds_violation(kwargs[name], fields[name].metadata)
+        if problem:
+            raise ValueError(f"{key} {problem}, got {kwargs[name]!r} ({source})")
+    return cls(**kwargs)
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """`value` checked against the annotation `tp` (the kinds tcc.config uses)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+    wrong = ValueError(f"{key} must be {name}, got {type(value).__name__} {value!r} ({source})")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arm, key, source)
+            except ValueError:
+                continue
+        raise wrong
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ValueError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r} ({source})")
+    if tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+        raise wrong
+    if tp is int or tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float) if tp is float else int):
+            raise wrong
+        return tp(value)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise wrong
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
+    raise TypeError(f"{key}: unsupported annotation {tp!r}")  # a schema bug, not a user error
+
+
+def resolve_weights(spec: str) -> tuple[Path, Path | None]:
+    """PATH_OR_RUN -> (weights file, the run's resolved config.yaml or None).
+
+    A run directory holds final/weights.pt and config.yaml; a weights file inside a run
+    (<run>/final/weights.pt) finds its run's config.yaml too.
+    """
+    if spec.startswith(("runs:/", "models:/")) or "://" in spec:
+        raise ValueError(
+            f"--weights {spec!r}: MLflow URIs are not resolved here yet; pass a run directory "
+            "(runs/<name>) or a weights file (e.g. `mlflow artifacts download -u URI` first)"
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        weights = path / "final" / "weights.pt"
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"--weights {spec}: a folder without final/weights.pt (not a finished run)"
+            )
+        config = path / "config.yaml"
+        return weights, config if config.is_file() else None
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {spec}: no such file or run directory")
+    run_config = path.parent.parent / "config.yaml"
+    return path, run_config if path.parent.name == "final" and run_config.is_file() else None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a plain state dict (torch.save(model.state_dict())) into `model`, every key and shape."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} must hold a plain state dict (name -> tensor), as a run's final/weights.pt")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = [
+        f"{what}: {_summary(keys)}"
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"{path} does not fit the TCC embedder of this config ({'; '.join(problems)}); "
+            "pass the run's config with --config"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _summary(items: Sequence[str], limit: int = 6) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def load_model(cfg: Config, weights: str | Path | None = None, baseline: str | None = None) -> nn.Module:
+    """The embedder to evaluate: trained weights (a state-dict file) or a baseline ('random-init')."""
+    if (weights is None) == (baseline is None):
+        raise ValueError("give --weights PATH_OR_RUN or --baseline random-init (one of them)")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"--baseline {baseline!r} is unknown; use one of {', '.join(BASELINES)}")
+    # The trunk's initial weights file (cfg.weights) is irrelevant here: the state dict replaces them,
+    # and the random-init baseline is random by definition.
+    cfg = dataclasses.replace(cfg, weights=None)
+    if baseline is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return Embedder(cfg)
+    model = Embedder(cfg)
+    load_weights(model, weights)
+    return model
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tcc.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", help="run directory (runs/<name>) or weights file (a plain state dict)")
+    p.add_argument("--baseline", choices=BASELINES, help="evaluate the untrained model (seed 0) instead")
+    p.add_argument("--config", help="config YAML with a tcc: section (default: the run's config.yaml)")
+    p.add_argument("--videos", help="folder of evaluation videos (default: the config's tcc.eval.videos)")
+    p.add_argument("--labels", help="JSON {stem: [phase per frame]} (e.g. <synthetic root>/labels.json)")
+    p.add_argument("--warps", help="JSON {stem: [canonical time per frame]}, or a folder of <stem>.json")
+    p.add_argument("--out", help="output folder (default: <run>/eval/offline, else tcc-eval)")
+    p.add_argument("--stride", type=int, help="query stride of Kendall's tau (default: the config's)")
+    p.add_argument("--size", type=int, help="frame side fed to the model (default: the config's)")
+    p.add_argument("--max-videos", type=int, help="only the first N videos (0: all)")
+    p.add_argument("--batch-steps", type=int, default=BATCH_STEPS, help="steps per forward pass (memory)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"{k:<{width}}  {v:.4f}" for k, v in metrics.items())
+
+
+def _run(args: argparse.Namespace) -> tuple[dict[str, float], Path]:
+    weights, run_config = resolve_weights(args.weights) if args.weights else (None, None)
+    config_path = args.config or run_config
+    if config_path is None and weights is not None:
+        raise ValueError(f"--weights {args.weights}: no run config.yaml beside it; pass --config FILE")
+    cfg = load_tcc_config(config_path) if config_path else Config()
+    overrides = {"videos": args.videos, "labels": args.labels, "warps": args.warps}
+    overrides |= {"stride": args.stride, "size": args.size, "max_videos": args.max_videos}
+    eval_cfg = _build(
+        type(cfg.eval),
+        {**dataclasses.asdict(cfg.eval), **{k: v for k, v in overrides.items() if v is not None}},
+        "tcc.eval",
+        "the command line",
+    )
+    cfg = dataclasses.replace(cfg, eval=eval_cfg)
+    if not cfg.eval.videos:
+        raise ValueError("give --videos DIR (or tcc.eval.videos in the config)")
+    device = torch.device(args.device)
+    model = load_model(cfg, weights, args.baseline).to(device)
+    run_dir = Path(args.weights) if args.weights and Path(args.weights).is_dir() else None
+    out = Path(args.out) if args.out else (run_dir / "eval" / "offline" if run_dir else Path("tcc-eval"))
+    log.info("evaluating %s on %s (config %s)", weights or args.baseline, cfg.eval.videos, config_path)
+    return evaluate_videos(model, cfg, out, device=device, batch_steps=args.batch_steps), out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        metrics, out = _run(args)
+    except (ValueError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    print(format_table(metrics))  # the command's result, on stdout
+    print(f"wrote {out / 'metrics.json'} and {out / 'aligned.mp4'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
