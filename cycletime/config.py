@@ -45,6 +45,9 @@ class Config:
     jitter: float = param(1 / 12, "patch centre jitter, fraction of the frame (paper: 1/12)", ge=0)
     temperature: float = param(512**-0.5, "affinity = similarity / temperature (paper: 512**-0.5)", gt=0)
     grid_points: int = param(20, "points per side of the transformed-grid loss (paper: 20)", ge=2)
+    tracker_schedule: Literal["batched", "per_cycle"] = param(
+        "batched", "same arithmetic: batched (2K tracker calls) or upstream's per_cycle order (K(K+1) calls)"
+    )
     max_cycle: int = param(4, "cycle lengths 1..max_cycle, at most context_frames (paper: 4)", ge=1)
     w_cycle: float = param(0.02, "weight of the cycle loss (paper: 0.02)", ge=0)
     w_skip: float = param(0.1, "weight of the skip loss (paper: 0.1)", ge=0)

@@ -92,6 +92,7 @@ class CycleTimeModel(nn.Module):
         )
         self.temperature = cfg.temperature
         self.max_cycle = cfg.max_cycle
+        self.schedule = cfg.tracker_schedule
         self.encoder_frozen = False  # set by the trainer's schedule (cycletime.method.on_step)
 
     # ---------------------------------------------------------------------------- pieces
@@ -146,17 +147,10 @@ class CycleTimeModel(nn.Module):
         )
 
         # Cycles of length c = 1..K: back through the last c context frames, forward again, then into
-        # the target. The backward legs are prefixes of one another, so they are tracked once.
+        # the target frame; each ends with a transform in the target.
         K = min(self.max_cycle, Fc)
-        backward = [query]
-        for i in range(Fc - 1, Fc - 1 - K, -1):
-            backward.append(self.locate(backward[-1], ctx_feats[:, i], ctx_norms[:, i]).crop)
-        cycle_thetas = []
-        for c in range(1, K + 1):
-            current = backward[c]  # the patch as found c frames back, in frame Fc - c
-            for i in range(Fc - c + 1, Fc):
-                current = self.locate(current, ctx_feats[:, i], ctx_norms[:, i]).crop
-            cycle_thetas.append(self.locate(current, tgt_feats, tgt_norm).theta)
+        track = self._cycles_per_cycle if self.schedule == "per_cycle" else self._cycles_batched
+        cycle_thetas = track(query, ctx_feats, ctx_norms, tgt_feats, tgt_norm, K)
 
         return CycleTimeOutput(
             cycle_thetas=cycle_thetas,
@@ -166,3 +160,38 @@ class CycleTimeModel(nn.Module):
             frame_hw=self.frame_hw,
             patch_hw=self.patch_hw,
         )
+
+    def _cycles_per_cycle(
+        self, query, ctx_feats, ctx_norms, tgt_feats, tgt_norm, K: int
+    ) -> list[torch.Tensor]:
+        """Upstream's order: every cycle tracked from the patch on its own, 2c tracker steps each."""
+        Fc = ctx_feats.shape[1]
+        thetas = []
+        for c in range(1, K + 1):
+            current = query
+            for i in [*range(Fc - 1, Fc - 1 - c, -1), *range(Fc - c + 1, Fc)]:
+                current = self.locate(current, ctx_feats[:, i], ctx_norms[:, i]).crop
+            thetas.append(self.locate(current, tgt_feats, tgt_norm).theta)
+        return thetas
+
+    def _cycles_batched(self, query, ctx_feats, ctx_norms, tgt_feats, tgt_norm, K: int) -> list[torch.Tensor]:
+        """The same arithmetic in 2K tracker calls instead of K(K+1).
+
+        The backward legs are prefixes of one another, so they are tracked once. Aligned at their
+        ends, the forward legs of all cycles still running visit the same frame at each round (round r
+        goes into frame Fc-K+r, the last round into the target), so they are batched: cycle c joins at
+        round K-c+1 from where the backward leg found the patch c frames back.
+        """
+        Fc, B = ctx_feats.shape[1], query.shape[0]
+        backward = [query]
+        for i in range(Fc - 1, Fc - 1 - K, -1):
+            backward.append(self.locate(backward[-1], ctx_feats[:, i], ctx_norms[:, i]).crop)
+        active = backward[K]  # cycles in the order they join: K, K-1, ..., 1
+        for r in range(1, K):
+            i, n = Fc - K + r, r
+            active = self.locate(
+                active, ctx_feats[:, i].repeat(n, 1, 1, 1), ctx_norms[:, i].repeat(n, 1, 1, 1)
+            ).crop
+            active = torch.cat([active, backward[K - r]])
+        thetas = self.locate(active, tgt_feats.repeat(K, 1, 1, 1), tgt_norm.repeat(K, 1, 1, 1)).theta
+        return list(thetas.unflatten(0, (K, B)).flip(0).unbind(0))  # -> cycle lengths 1..K

@@ -60,8 +60,9 @@ def test_save_resume_and_export(dist_info, tmp_path: Path, precision: str, zero:
     ckpt = tmp_path / "checkpoints"
     engine = make_engine(dist_info, precision, zero)
     train_steps(engine, 3)
-    tag = checkpoint.save(engine, ckpt, step=3, client_state={"hello": 1}, keep_last=2)
-    checkpoint.write_client_meta(ckpt, tag, {"method": "tiny"})
+    tag = checkpoint.save(
+        engine, ckpt, step=3, client_state={"hello": 1}, keep_last=2, meta={"method": "tiny"}
+    )
     assert (ckpt / tag / checkpoint.COMPLETE).is_file()
     assert checkpoint.latest_complete(ckpt) == tag
 
@@ -111,9 +112,9 @@ def test_keep_last_prunes_old_checkpoints(dist_info, tmp_path: Path) -> None:
 def test_refuses_another_method_or_model_shape(dist_info, tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints"
     engine = make_engine(dist_info, "fp32", 0)
-    tag = checkpoint.save(engine, ckpt, step=1, client_state={}, keep_last=2)
     sig = checkpoint.model_signature(engine.module)
-    checkpoint.write_client_meta(ckpt, tag, {"method": "cycletime", "model_signature": sig})
+    meta = {"method": "cycletime", "model_signature": sig}
+    tag = checkpoint.save(engine, ckpt, step=1, client_state={}, keep_last=2, meta=meta)
     wider = make_engine(dist_info, "fp32", 0, width=16)
     with pytest.raises(checkpoint.ResumeMismatchError, match=r"method='cycletime'.*method='tcc'"):
         checkpoint.load(wider, ckpt, tag, {"method": "tcc", "model_signature": sig})

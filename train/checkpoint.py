@@ -29,6 +29,7 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
+META = "client_meta.json"
 LATEST = "latest"
 
 
@@ -88,8 +89,19 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save(engine: Any, ckpt_dir: Path, step: int, client_state: dict[str, Any], keep_last: int) -> str:
-    """Collective: every rank calls it. Returns the tag once it is complete on all ranks."""
+def save(
+    engine: Any,
+    ckpt_dir: Path,
+    step: int,
+    client_state: dict[str, Any],
+    keep_last: int,
+    meta: dict[str, str] | None = None,
+) -> str:
+    """Collective: every rank calls it. Returns the tag once it is complete on all ranks.
+
+    `meta` (method, model signature) is written beside DeepSpeed's files as JSON, so that `load` can
+    refuse a mismatch before touching any tensor.
+    """
     tag = tag_for(step)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and (ckpt_dir / tag).exists():  # a leftover of a crash at this very step
@@ -98,6 +110,7 @@ def save(engine: Any, ckpt_dir: Path, step: int, client_state: dict[str, Any], k
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     _barrier()  # every rank's shard is on disk before the checkpoint is declared complete
     if rank == 0:
+        (ckpt_dir / tag / META).write_text(json.dumps(meta or {}, indent=1) + "\n")
         (ckpt_dir / tag / COMPLETE).write_text(json.dumps({"step": step}) + "\n")
         tmp = ckpt_dir / f".{LATEST}.tmp"
         tmp.write_text(tag + "\n")
@@ -132,13 +145,8 @@ def load(engine: Any, ckpt_dir: Path, tag: str, expect: dict[str, str]) -> dict[
 
 
 def _read_client_meta(tag_dir: Path) -> dict[str, Any]:
-    meta_file = tag_dir / "client_meta.json"
+    meta_file = tag_dir / META
     return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-
-
-def write_client_meta(ckpt_dir: Path, tag: str, meta: dict[str, str]) -> None:
-    """Small JSON beside DeepSpeed's files so a mismatch is caught before loading tensors."""
-    (ckpt_dir / tag / "client_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def export_weights(engine: Any, ckpt_dir: Path, tag: str, out: Path) -> Path:

@@ -151,10 +151,14 @@ class Trainer:
         }
 
     def _save(self) -> str:
-        tag = checkpoint.save(
-            self.engine, self.ckpt_dir, self.state.step, self._client_state(), self.cfg.trainer.keep_last
+        return checkpoint.save(
+            self.engine,
+            self.ckpt_dir,
+            self.state.step,
+            self._client_state(),
+            self.cfg.trainer.keep_last,
+            meta=self._expect(),
         )
-        return tag
 
     def _start_tracking(self) -> None:
         cfg = self.cfg
