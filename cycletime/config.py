@@ -45,6 +45,11 @@ class Config:
     jitter: float = param(1 / 12, "patch centre jitter, fraction of the frame (paper: 1/12)", ge=0)
     temperature: float = param(512**-0.5, "affinity = similarity / temperature (paper: 512**-0.5)", gt=0)
     grid_points: int = param(20, "points per side of the transformed-grid loss (paper: 20)", ge=2)
+    patch_source: Literal["features", "image"] = param(
+        "features",
+        "query = the target's features cropped at the patch (converges from scratch), or the patch image "
+        "encoded alone (upstream; its small-image border effects stall training from scratch)",
+    )
     tracker_schedule: Literal["batched", "per_cycle"] = param(
         "batched", "same arithmetic: batched (2K tracker calls) or upstream's per_cycle order (K(K+1) calls)"
     )

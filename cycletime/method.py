@@ -49,7 +49,7 @@ def prepare(
 
 
 def forward(model: Any, inputs: dict[str, torch.Tensor]) -> CycleTimeOutput:
-    return model(inputs["context"], inputs["target"], inputs["patch"])
+    return model(inputs["context"], inputs["target"], inputs["patch"], inputs["theta"])
 
 
 def loss(out: CycleTimeOutput, inputs: dict[str, torch.Tensor], cfg: Config):
@@ -69,11 +69,11 @@ def evaluate(model: nn.Module, cfg: Config, out_dir: str) -> dict[str, float]:
     """Label propagation on `cfg.eval.davis` (J, F, J&F); nothing when it is not set."""
     if not cfg.eval.davis:
         return {}
-    from cycletime.evaluate import evaluate_davis
+    from cycletime.evaluate import evaluate_davis, headline_metrics
 
     device = next(model.parameters()).device
-    result = evaluate_davis(model.encode, cfg.eval.davis, cfg.eval, out_dir, device)
-    return {k: float(v) for k, v in result["overall"].items()}
+    results = evaluate_davis(model.encode, cfg.eval.davis, cfg.eval, out_dir, device, overlays=False)
+    return headline_metrics(results)
 
 
 SPEC = MethodSpec(

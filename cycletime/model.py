@@ -71,8 +71,29 @@ class TransformRegressor(nn.Module):
         return theta_from_params(tx, ty, angle, self.scale)
 
 
+class Encoder(nn.Module):
+    """ResNet trunk to res4 at stride 8 -> 1x1 conv to `feat_dim` -> ReLU: [B, 3, S, S] -> [B, C, S/8, S/8].
+
+    Not normalised (the tracker crops these and normalises the crops); what label propagation uses.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.trunk = build_trunk(cfg.backbone, "res4_os8", cfg.weights)
+        self.project = nn.Conv2d(self.trunk.out_channels, cfg.feat_dim, kernel_size=1, bias=False)
+        nn.init.kaiming_normal_(self.project.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images_BCHW: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.project(self.trunk(images_BCHW)))
+
+
+def build_encoder(cfg: Config) -> Encoder:
+    """The encoder alone (evaluation); its state dict is the model's `encoder.*` entries."""
+    return Encoder(cfg)
+
+
 class CycleTimeModel(nn.Module):
-    """Encoder (ResNet res4 at stride 8 -> 1x1 conv -> ReLU -> L2 norm) and the transform regressor."""
+    """The encoder (features L2-normalised for the affinities) and the transform regressor."""
 
     def __init__(self, cfg: Config, crop: int) -> None:
         super().__init__()
@@ -82,9 +103,7 @@ class CycleTimeModel(nn.Module):
                 f"data.crop ({crop}) and the patch (crop x patch_scale = {patch_px} px) must be multiples of "
                 f"the encoder's stride 8"
             )
-        self.trunk = build_trunk(cfg.backbone, "res4_os8", cfg.weights)
-        self.project = nn.Conv2d(self.trunk.out_channels, cfg.feat_dim, kernel_size=1, bias=False)
-        nn.init.kaiming_normal_(self.project.weight, mode="fan_out", nonlinearity="relu")
+        self.encoder = Encoder(cfg)
         self.frame_hw = (crop // 8, crop // 8)
         self.patch_hw = (patch_px // 8, patch_px // 8)
         self.regressor = TransformRegressor(
@@ -93,6 +112,7 @@ class CycleTimeModel(nn.Module):
         self.temperature = cfg.temperature
         self.max_cycle = cfg.max_cycle
         self.schedule = cfg.tracker_schedule
+        self.patch_source = cfg.patch_source
         self.encoder_frozen = False  # set by the trainer's schedule (cycletime.method.on_step)
 
     # ---------------------------------------------------------------------------- pieces
@@ -101,7 +121,7 @@ class CycleTimeModel(nn.Module):
         """Post-ReLU features at stride 8, not normalised -> [B, C, S/8, S/8]."""
         grad = contextlib.nullcontext() if not self.encoder_frozen else torch.no_grad()
         with grad:
-            return F.relu(self.project(self.trunk(images_BCHW)))
+            return self.encoder(images_BCHW)
 
     def encode(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (what label propagation uses) -> [B, C, S/8, S/8]."""
@@ -123,7 +143,11 @@ class CycleTimeModel(nn.Module):
     # ---------------------------------------------------------------------------- forward
 
     def forward(
-        self, context_BFCSS: torch.Tensor, target_BCSS: torch.Tensor, patch_BCPP: torch.Tensor
+        self,
+        context_BFCSS: torch.Tensor,
+        target_BCSS: torch.Tensor,
+        patch_BCPP: torch.Tensor,
+        patch_theta: torch.Tensor | None = None,
     ) -> CycleTimeOutput:
         """Track the target's patch through the context frames and back.
 
@@ -134,9 +158,12 @@ class CycleTimeModel(nn.Module):
         frames = torch.cat([context_BFCSS, target_BCSS[:, None]], dim=1).flatten(0, 1)
         feats = self.features(frames).unflatten(0, (B, Fc + 1))  # [B, F+1, C, H, W]
         norms = F.normalize(feats, dim=2)
-        query = self.encode(patch_BCPP)  # [B, C, h, w]
         ctx_feats, ctx_norms = feats[:, :Fc], norms[:, :Fc]
         tgt_feats, tgt_norm = feats[:, Fc], norms[:, Fc]
+        if self.patch_source == "image":  # paper: the patch image through the encoder on its own
+            query = self.encode(patch_BCPP)  # [B, C, h, w]
+        else:  # the target's features sampled where the patch was cut: no border effects of a small image
+            query = F.normalize(affine_crop(tgt_feats, patch_theta, self.patch_hw), dim=1)
 
         # Skip: the patch located directly in every context frame, then straight back to the target.
         located = self.locate(

@@ -17,19 +17,17 @@ import json
 import logging
 import sys
 import time
-import types
-import typing
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from core.config import bounds_violation
+from core.config import from_dict
+from core.runfiles import load_state_dict_strict, read_method_config, resolve_run
 from tcc.config import Config
 from tcc.metrics import (
     align_to_reference,
@@ -262,144 +260,19 @@ def _one_line(metrics: dict[str, float]) -> str:
 def load_tcc_config(path: str | Path) -> Config:
     """The `tcc:` section of a config file (a run's resolved config.yaml or a config with `extends`)
     as a typed, checked tcc.config.Config. Unknown keys, wrong types and out-of-bounds values raise."""
-    data = _read_yaml(Path(path), ())
-    method = data.get("method", "tcc")
-    if method != "tcc":
-        raise ValueError(f"{path}: method is {method!r}; pass the config of a TCC run")
-    return _build(Config, data.get("tcc") or {}, "tcc", str(path))
-
-
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    if path.resolve() in chain:
-        raise ValueError(f"{path}: 'extends' forms a cycle")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping of keys")
-    parents = data.pop("extends", None) or []
-    merged: dict[str, Any] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
-        merged = _merge(merged, _read_yaml(path.parent / parent, (*chain, path.resolve())))
-    return _merge(merged, data)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
-
-
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix} must be a mapping of keys, got {data!r} ({source})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}"
-        if name not in fields:
-            raise ValueError(f"unknown key '{key}' in {source} (allowed under {prefix}: {', '.join(fields)})")
-        kwargs[name] = _convert(value, hints[name], key, source)
-        problem = bounds_violation(kwargs[name], fields[name].metadata)
-        if problem:
-            raise ValueError(f"{key} {problem}, got {kwargs[name]!r} ({source})")
-    return cls(**kwargs)
-
-
-def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
-    """`value` checked against the annotation `tp` (the kinds tcc.config uses)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-    wrong = ValueError(f"{key} must be {name}, got {type(value).__name__} {value!r} ({source})")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arm in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arm, key, source)
-            except ValueError:
-                continue
-        raise wrong
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ValueError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r} ({source})")
-    if tp is bool or tp is str:
-        if isinstance(value, tp):
-            return value
-        raise wrong
-    if tp is int or tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float) if tp is float else int):
-            raise wrong
-        return tp(value)
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise wrong
-        pairs = enumerate(zip(value, args, strict=True))
-        return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
-    raise TypeError(f"{key}: unsupported annotation {tp!r}")  # a schema bug, not a user error
+    return read_method_config(path, "tcc", Config)
 
 
 def resolve_weights(spec: str) -> tuple[Path, Path | None]:
-    """PATH_OR_RUN -> (weights file, the run's resolved config.yaml or None).
-
-    A run directory holds final/weights.pt and config.yaml; a weights file inside a run
-    (<run>/final/weights.pt) finds its run's config.yaml too.
-    """
-    if spec.startswith(("runs:/", "models:/")) or "://" in spec:
-        raise ValueError(
-            f"--weights {spec!r}: MLflow URIs are not resolved here yet; pass a run directory "
-            "(runs/<name>) or a weights file (e.g. `mlflow artifacts download -u URI` first)"
-        )
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        weights = path / "final" / "weights.pt"
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"--weights {spec}: a folder without final/weights.pt (not a finished run)"
-            )
-        config = path / "config.yaml"
-        return weights, config if config.is_file() else None
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {spec}: no such file or run directory")
-    run_config = path.parent.parent / "config.yaml"
-    return path, run_config if path.parent.name == "final" and run_config.is_file() else None
+    """PATH_OR_RUN -> (weights file, the run's resolved config.yaml or None); see core.runfiles."""
+    return resolve_run(spec)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a plain state dict (torch.save(model.state_dict())) into `model`, every key and shape."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} must hold a plain state dict (name -> tensor), as a run's final/weights.pt")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    problems = [
-        f"{what}: {_summary(keys)}"
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
-        if keys
-    ]
-    if problems:
-        raise ValueError(
-            f"{path} does not fit the TCC embedder of this config ({'; '.join(problems)}); "
-            "pass the run's config with --config"
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _summary(items: Sequence[str], limit: int = 6) -> str:
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+    """Load a plain state dict (a run's final/weights.pt) into `model`, every key and shape."""
+    load_state_dict_strict(
+        model, path, "the TCC embedder of this config (pass the run's config with --config)"
+    )
 
 
 def load_model(cfg: Config, weights: str | Path | None = None, baseline: str | None = None) -> nn.Module:
@@ -453,11 +326,11 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, float], Path]:
     cfg = load_tcc_config(config_path) if config_path else Config()
     overrides = {"videos": args.videos, "labels": args.labels, "warps": args.warps}
     overrides |= {"stride": args.stride, "size": args.size, "max_videos": args.max_videos}
-    eval_cfg = _build(
+    eval_cfg = from_dict(
         type(cfg.eval),
         {**dataclasses.asdict(cfg.eval), **{k: v for k, v in overrides.items() if v is not None}},
-        "tcc.eval",
         "the command line",
+        "tcc.eval.",
     )
     cfg = dataclasses.replace(cfg, eval=eval_cfg)
     if not cfg.eval.videos:

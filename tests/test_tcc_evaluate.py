@@ -251,7 +251,7 @@ def test_weights_round_trip_and_mismatch(tmp_path: Path) -> None:
     assert "missing keys: temporal.0.1.running_var" in text and "unexpected keys: extra.weight" in text
     assert "head.2.weight (12, 16) (model (8, 16))" in text and "--config" in text
 
-    with pytest.raises(ValueError, match="MLflow URIs"):
+    with pytest.raises(ValueError, match=r"train\.resolve"):
         resolve_weights("runs:/0123abcd/weights")
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import yaml
 
-from train.config.loader import (
+from core.config import (
     ConfigError,
     RawConfig,
     apply_overrides,
-    build,
     describe,
+    from_dict,
     load_raw,
     to_plain,
 )
@@ -58,8 +58,8 @@ def config_from_raw(raw: RawConfig) -> Config:
             raise ConfigError(
                 f"section '{key}' is for method {key!r}, but method is {name!r} ({raw.where(key)})"
             )
-    method_cfg = build(method_cls, section if section is not None else {}, raw, f"{name}.")
-    generic = build(Config, data, raw)
+    method_cfg = from_dict(method_cls, section if section is not None else {}, raw.where, f"{name}.")
+    generic = from_dict(Config, data, raw.where)
     return dataclasses.replace(generic, method_cfg=method_cfg)
 
 
