@@ -4,6 +4,7 @@ index PATH                       table of the videos (frames, fps, size, codec, 
 peek --method M PATH             decode one training batch, print its shapes, write a contact sheet
 transcode SRC DST                re-encode for fast random access (short GOP, no B-frames, short side)
 generate --kind K --out DIR      write a synthetic dataset (train.data.synthetic)
+warp SRC OUT                     time-warped copies of real clips with canonical time (TCC data)
 """
 
 from __future__ import annotations
@@ -58,6 +59,21 @@ def _transcode(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _warp(args: argparse.Namespace) -> int:
+    from train.data.warp import WarpSettings, warp_copies
+
+    settings = WarpSettings(
+        copies=args.copies,
+        frames=args.frames,
+        source_frames=args.source_frames,
+        short_side=args.short_side,
+        seed=args.seed,
+    )
+    written = warp_copies(args.src, args.out, settings)
+    print(f"wrote {len(written)} warped copies and labels.json to {args.out}")
+    return 0 if written else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, help="quality (default: near-lossless per codec)")
     p.add_argument("--workers", type=int, default=1, help="files encoded in parallel")
     p.set_defaults(run=_transcode)
+
+    p = sub.add_parser("warp", help="time-warped copies of real clips (TCC training/evaluation data)")
+    p.add_argument("src", help="folder or .txt list of source videos")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--copies", type=int, default=16, help="warped copies per source video")
+    p.add_argument("--frames", type=int, default=80, help="frames per copy")
+    p.add_argument("--source-frames", type=int, default=600, help="source frames replayed (from the start)")
+    p.add_argument("--short-side", type=int, default=256, help="short side of the copies")
+    p.add_argument("--seed", type=int, default=0, help="another seed gives held-out warps")
+    p.set_defaults(run=_warp)
 
     sub.add_parser("generate", help="write a synthetic dataset (see `generate --help`)", add_help=False)
     return parser
