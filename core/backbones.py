@@ -68,6 +68,9 @@ class ResNetTrunk(nn.Module):
         self.stride: int = stride
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+            # The module was made channels_last (fast on tensor cores): give it NHWC input too.
+            x_BCHW = x_BCHW.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x_BCHW))))
         return self.layer3(self.layer2(self.layer1(x)))
 

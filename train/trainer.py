@@ -71,6 +71,8 @@ class Trainer:
 
         self._prepare_data()
         model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
+        if cfg.trainer.channels_last and self.dist.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)  # 4D weights only; inputs follow in the trunk
         self.signature = checkpoint.model_signature(model)
         self.engine = build_engine(model, cfg, self.dist)
         self.compute_dtype = DTYPES[cfg.trainer.precision]

@@ -74,6 +74,7 @@ class TrainerConfig:
         "bf16", "bf16; fp16 (dynamic loss scaling); fp32; auto: bf16 on GPUs, fp32 on CPUs (CPU bf16 is slow)"
     )
     zero_stage: int = param(0, "DeepSpeed ZeRO stage", ge=0, le=3)
+    channels_last: bool = param(True, "on GPUs, NHWC memory format for the 2D convolutions (tensor cores)")
     seed: int = param(0, "global seed (each rank offsets it by its rank)")
     run_dir: str = param("runs/{method}", "checkpoints and resolved config; {method} is substituted")
     resume: Literal["auto", "never"] = param("auto", "auto: continue from the latest complete checkpoint")

@@ -1,0 +1,166 @@
+"""Training-step speed of one method at paper settings: the original code's way vs the framework's.
+
+    python bench/step.py --method cycletime [--batch 9,32] [--modes reference,fast] [--json OUT]
+    python bench/step.py --method tcc
+
+Modes (same model, same loss, same DeepSpeed engine and Adam; inputs already on the device):
+- reference: as the original code runs: fp32 (convolutions in TF32, PyTorch's default, as upstream
+  measured), NCHW, CycleTime's tracker in upstream's per-cycle order.
+- fast: the framework's defaults: bf16 autocast, channels_last, the batched tracker schedule.
+Reported: step time, clips/s, peak memory, FLOPs per step (PyTorch's counter plus bilinear sampling),
+achieved TFLOP/s, and MFU against a bf16 matrix multiply measured on the same device in the same run.
+MFU uses the fast mode's FLOP count for every mode (the work the step needs, not what a mode wastes).
+CycleTime's patch is the encoded image in both modes (upstream's compute), so the ratio isolates speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch
+
+from bench.common import REPO, bf16_matmul_tflops, count_flops, machine, table, time_steps, write_json
+from train.config import load_config
+from train.engine import build_engine, init_distributed
+from train.methods import load_method
+
+MODES: dict[str, list[str]] = {
+    "reference": ["trainer.precision=fp32", "trainer.channels_last=false"],
+    "fast": ["trainer.precision=bf16", "trainer.channels_last=true"],
+}
+METHOD_MODES: dict[str, dict[str, list[str]]] = {
+    "cycletime": {
+        "reference": ["cycletime.tracker_schedule=per_cycle", "cycletime.patch_source=image"],
+        "fast": ["cycletime.tracker_schedule=batched", "cycletime.patch_source=image"],
+    },
+    "tcc": {"reference": [], "fast": []},
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def synthetic_batch(
+    cfg: Any, spec: Any, device: torch.device, gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """A batch shaped like the loader's, already on the device."""
+    clip = spec.clip_spec(cfg.method_cfg)
+    B, F, S = cfg.data.batch_size, clip.frames_per_clip, cfg.data.crop
+    frames = torch.randn(B, F, 3, S, S, device=device, generator=gen)
+    length = 200
+    idx = torch.sort(torch.randint(0, length, (B, F), device=device, generator=gen), dim=1).values
+    return {"frames": frames, "frame_idx": idx, "video_len": torch.full((B,), length, device=device)}
+
+
+@dataclasses.dataclass
+class Step:
+    """One training step of a method, built from its config with the framework's components."""
+
+    cfg: Any
+    spec: Any
+    engine: Any
+    gen: torch.Generator
+    dtype: torch.dtype
+
+    def forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = self.spec.prepare(batch, self.cfg.method_cfg, self.gen)
+        with torch.autocast(self.gen.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.spec.forward(self.engine, inputs)
+            return self.spec.loss(out, inputs, self.cfg.method_cfg)[0]
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.engine.backward(self.forward_loss(batch))
+        self.engine.step()
+
+
+def make_step(method: str, overrides: list[str], dist: Any) -> Step:
+    """The paper config of `method` with `overrides`, as a DeepSpeed engine on this process's device."""
+    cfg = load_config(REPO / f"configs/{method}.yaml", overrides)
+    spec = load_method(method)
+    torch.manual_seed(0)
+    model = spec.build_model(cfg.method_cfg, cfg.data.crop).to(dist.device)
+    if cfg.trainer.channels_last and dist.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    engine = build_engine(model, cfg, dist)
+    gen = torch.Generator(device=dist.device).manual_seed(0)
+    return Step(cfg, spec, engine, gen, DTYPES[cfg.trainer.precision])
+
+
+def mode_overrides(method: str, mode: str, batch: int) -> list[str]:
+    return [f"data.batch_size={batch}", "trainer.zero_stage=0", *MODES[mode], *METHOD_MODES[method][mode]]
+
+
+def run_mode(method: str, mode: str, batch: int, args: argparse.Namespace, dist: Any) -> dict[str, Any]:
+    step = make_step(method, mode_overrides(method, mode, batch) + args.overrides, dist)
+    batch_in = synthetic_batch(step.cfg, step.spec, dist.device, step.gen)
+    flops = count_flops(lambda: step.forward_loss(batch_in).backward())
+    step.engine.zero_grad()
+    timing = time_steps(lambda: step(batch_in), dist.device, batch, args.warmup, args.steps)
+    return {
+        "method": method,
+        "mode": mode,
+        "batch": batch,
+        "flops_per_step": flops,
+        **dataclasses.asdict(timing),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=("cycletime", "tcc"), required=True)
+    parser.add_argument(
+        "--batch", default=None, help="clips per GPU, comma-separated (default: cycletime 9,32; tcc 2)"
+    )
+    parser.add_argument("--modes", default="reference,fast")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra config overrides (e.g. cycletime.backbone=resnet18)"
+    )
+    args = parser.parse_args(argv)
+    dist = init_distributed()
+    if dist.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    peak = bf16_matmul_tflops(dist.device)
+    batches = [int(b) for b in (args.batch or ("9,32" if args.method == "cycletime" else "2")).split(",")]
+    rows = []
+    for b in batches:
+        for mode in args.modes.split(","):
+            rows.append(run_mode(args.method, mode, b, args, dist))
+            gc.collect()  # the mode's engine is garbage now: free its memory before the next
+            if dist.device.type == "cuda":
+                torch.cuda.empty_cache()
+    for b in batches:
+        fast = next((r for r in rows if r["batch"] == b and r["mode"] == "fast"), None)
+        ref = next((r for r in rows if r["batch"] == b and r["mode"] == "reference"), None)
+        model_flops = (fast or ref)["flops_per_step"]
+        for r in rows:
+            if r["batch"] == b:
+                r["tflops"] = model_flops / (r["step_ms"] / 1e3) / 1e12
+                r["mfu"] = r["tflops"] / peak
+                r["speedup"] = r["clips_per_s"] / ref["clips_per_s"] if ref else None
+    print(f"{args.method} training step on {machine(dist.device)}; bf16 matmul {peak:.0f} TFLOP/s measured")
+    cols = [
+        ("mode", "mode", "s"),
+        ("batch", "batch", "d"),
+        ("step_ms", "ms/step", ".1f"),
+        ("clips_per_s", "clips/s", ".1f"),
+        ("speedup", "x ref", ".2f"),
+        ("tflops", "TFLOP/s", ".1f"),
+        ("mfu", "MFU", ".1%"),
+        ("peak_gib", "peak GiB", ".1f"),
+    ]
+    print(table(rows, cols))
+    write_json(args.json, {"machine": machine(dist.device), "bf16_matmul_tflops": peak, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
