@@ -20,7 +20,8 @@ def test_one_process_and_two_simulated_nodes(tmp_path: Path) -> None:
     generate_dataset(SyntheticConfig(kind="sprites", videos=2, frames=24), tmp_path / "videos")
     out = tmp_path / "scaling.json"
     command = [
-        sys.executable, str(REPO / "bench/scaling.py"), "--config", str(REPO / "configs/smoke/cycletime.yaml"),
+        sys.executable, str(REPO / "bench/scaling.py"),
+        "--config", str(REPO / "configs/smoke/cycletime.yaml"),
         "--data", str(tmp_path / "videos"), "--gpus", "1", "--nodes", "2x1", "--zero", "0", "--steps", "4",
         "--log-every", "2", "--work", str(tmp_path / "work"), "--json", str(out), "data.batch_size=2",
     ]  # fmt: skip
