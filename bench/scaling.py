@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -30,7 +31,10 @@ import torch
 
 from bench.common import REPO, machine, table, write_json
 
+# The launcher beside this interpreter (a venv), else the one on PATH (e.g. a --target install).
 DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
+if not Path(DEEPSPEED).exists():
+    DEEPSPEED = shutil.which("deepspeed") or "deepspeed"
 
 
 def _port() -> int:

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.gpu
 
-STEPS = {"cycletime": 120, "tcc": 120}
+STEPS = {"cycletime": 60, "tcc": 60}
 
 
 def train(workdir: Path, method: str, steps: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _deepspeed() -> str:
+    """The launcher beside this interpreter (the project's venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "deepspeed"
+    return str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(SMOKE), help="config to train (default: the CycleTime smoke)")
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
     command = [
-        str(Path(sys.executable).parent / "deepspeed"),
+        _deepspeed(),
         "--num_gpus",
         str(gpus),
         "--master_port",
@@ -81,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training finished with exit code %d after %.0f s", code, time.monotonic() - start)
     if code != 0:
         return code
-    return _report(load_config(args.config, args.overrides), run_name)
+    cfg = load_config(args.config, [*args.overrides, f"cycletime.eval.davis={eval_root / 'davis'}"])
+    return _report(cfg, run_name)
 
 
 def _report(cfg, run_name: str) -> int:
@@ -113,12 +121,22 @@ def _report(cfg, run_name: str) -> int:
         lines.append(
             "  label propagation on the held-out set: "
             + ", ".join(f"{k[5:]} {v:.3f}" for k, v in scores.items())
+            + f" (raw Lab colour baseline: davis/JF {_lab_baseline(cfg):.3f})"
         )
     lines.append(
         f"  browse: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000 (launch/mlflow_ui.sh)"
     )
     print("\n".join(lines), flush=True)
     return 0
+
+
+def _lab_baseline(cfg) -> float:
+    """J&F of the raw-colour baseline on the same held-out set and settings: what to read J&F against."""
+    from cycletime.encoders import LabEncoder
+    from cycletime.evaluate import evaluate_davis
+
+    results = evaluate_davis(LabEncoder(), cfg.method_cfg.eval.davis, cfg.method_cfg.eval, None, "cpu")
+    return results["overall"]["J&F"]
 
 
 if __name__ == "__main__":

@@ -211,6 +211,7 @@ class Trainer:
         meter, speed = LossMeter(), Throughput()
         last_saved = self.state.step if self.state.step else None
         self.engine.train()
+        started = time.monotonic()
         while self.state.step < t.steps:
             if self.spec.on_step is not None:
                 self.spec.on_step(self.engine.module, self.state.step, self.mcfg)
@@ -239,6 +240,9 @@ class Trainer:
                 self._save()
                 exit_code = exit_code or EXIT_INTERRUPTED
                 break
+            if log_now and self._out_of_time(started):
+                log.info("trainer.max_minutes (%g) reached at step %d: finishing", t.max_minutes, step)
+                break
             if step % t.ckpt_every == 0 or step == t.steps:
                 self._save()
                 last_saved = step
@@ -265,6 +269,17 @@ class Trainer:
             self.state.nonfinite_in_a_row += 1
         else:
             self.state.nonfinite_in_a_row = 0
+
+    def _out_of_time(self, started: float) -> bool:
+        """Past `trainer.max_minutes`, as rank 0's clock says (broadcast: all ranks stop together)."""
+        if not self.cfg.trainer.max_minutes:
+            return False
+        flag = torch.tensor(
+            [float(time.monotonic() - started > 60 * self.cfg.trainer.max_minutes)], device=self.dist.device
+        )
+        if dist.is_initialized() and self.dist.world_size > 1:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _stop_agreed(self, log_now: bool) -> bool:
         """Whether any rank got SIGTERM/SIGINT; asked on log steps only, so it costs no extra sync."""

@@ -77,6 +77,9 @@ class TrainerConfig:
     channels_last: bool = param(True, "on GPUs, NHWC memory format for the 2D convolutions (tensor cores)")
     seed: int = param(0, "global seed (each rank offsets it by its rank)")
     run_dir: str = param("runs/{method}", "checkpoints and resolved config; {method} is substituted")
+    max_minutes: float = param(
+        0.0, "wall-clock budget: checkpoint, export and finish at the first log step past it; 0: none", ge=0
+    )
     resume: Literal["auto", "never"] = param("auto", "auto: continue from the latest complete checkpoint")
     log_every: int = param(10, "steps between metric logs (the only host syncs)", ge=1)
     eval_every: int = param(0, "steps between evaluations; 0: only at the end", ge=0)

@@ -380,7 +380,10 @@ class VideoLoader:
 
     def _log_epoch_end(self) -> None:
         stats = self.stats()
-        log.info(
+        # Short epochs (small datasets) would flood the log: INFO only when it says something new.
+        news = self.batches_per_epoch >= 50 or stats["samples_replaced"] or stats["videos_failed"]
+        log.log(
+            logging.INFO if news else logging.DEBUG,
             "data: epoch %d done (%d batches); decoded dali %d / pyav %d; %d replaced, %d files failed",
             self._epoch,
             self.batches_per_epoch,
