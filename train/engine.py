@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def init_distributed() -> DistInfo:
     """Join the process group the launcher described (NCCL on GPUs, gloo on CPUs); single process ok."""
     import deepspeed
@@ -52,8 +59,9 @@ def init_distributed() -> DistInfo:
         device = torch.device("cpu")
         backend = "gloo"
     if "MASTER_ADDR" not in os.environ:  # a plain `python train/run.py`: a group of one
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29511"))
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        # A free port, so that several single-process jobs can share a machine.
+        port = os.environ.get("MASTER_PORT") or str(_free_port())
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
     return DistInfo(rank, world, local_rank, device)
 
