@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 import torch
 
 from bench.common import REPO, bf16_matmul_tflops, count_flops, machine, table, time_steps, write_json
+from core.backbones import set_channels_last
 from train.config import load_config
 from train.engine import build_engine, init_distributed
 from train.methods import load_method
@@ -86,7 +87,7 @@ def make_step(method: str, overrides: list[str], dist: Any) -> Step:
     torch.manual_seed(0)
     model = spec.build_model(cfg.method_cfg, cfg.data.crop).to(dist.device)
     if cfg.trainer.channels_last and dist.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        set_channels_last(model)
     engine = build_engine(model, cfg, dist)
     gen = torch.Generator(device=dist.device).manual_seed(0)
     return Step(cfg, spec, engine, gen, DTYPES[cfg.trainer.precision])

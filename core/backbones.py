@@ -57,7 +57,7 @@ _CUTS: dict[str, Callable[[torchvision.models.ResNet], tuple[nn.Sequential, int]
 class ResNetTrunk(nn.Module):
     """A ResNet up to (part of) layer3. forward: [B, 3, H, W] -> [B, out_channels, H/stride, W/stride]
     (H, W multiples of the stride; otherwise the ceil of each halving). channels_last inputs and
-    modules (`.to(memory_format=torch.channels_last)`) are supported."""
+    activations (`set_channels_last`) are supported."""
 
     def __init__(self, resnet: torchvision.models.ResNet, layer3: nn.Sequential, stride: int) -> None:
         super().__init__()
@@ -66,13 +66,23 @@ class ResNetTrunk(nn.Module):
         last = layer3[-1]
         self.out_channels: int = (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
         self.stride: int = stride
+        self.channels_last = False  # set_channels_last(): NHWC activations
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        if self.conv1.weight.is_contiguous(memory_format=torch.channels_last):
-            # The module was made channels_last (fast on tensor cores): give it NHWC input too.
+        if self.channels_last:
+            # NHWC activations run on tensor cores; the weights stay NCHW (DeepSpeed's broadcast and
+            # ZeRO's flat buffers need contiguous parameters), cuDNN follows the input's layout.
             x_BCHW = x_BCHW.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x_BCHW))))
         return self.layer3(self.layer2(self.layer1(x)))
+
+
+def set_channels_last(model: nn.Module, enabled: bool = True) -> int:
+    """Run every ResNet trunk inside `model` on NHWC activations; returns how many trunks it set."""
+    trunks = [m for m in model.modules() if isinstance(m, ResNetTrunk)]
+    for trunk in trunks:
+        trunk.channels_last = enabled
+    return len(trunks)
 
 
 def _summarise(keys: set[str], limit: int = 8) -> str:

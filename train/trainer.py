@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from core.backbones import set_channels_last
 from train import checkpoint
 from train.config import Config, config_to_dict, dump_config
 from train.engine import DTYPES, DistInfo, build_engine, init_distributed, resolve_precision
@@ -72,7 +73,7 @@ class Trainer:
         self._prepare_data()
         model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
         if cfg.trainer.channels_last and self.dist.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)  # 4D weights only; inputs follow in the trunk
+            set_channels_last(model)
         self.signature = checkpoint.model_signature(model)
         self.engine = build_engine(model, cfg, self.dist)
         self.compute_dtype = DTYPES[cfg.trainer.precision]
