@@ -71,7 +71,10 @@ def launch(name: str, nodes: int, per_node: int, zero: int, args: argparse.Names
             command = [DEEPSPEED, "--num_gpus", str(per_node), "--master_port", port, *train]
             return subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         hostfile = work / f"{name}.hosts"
-        hostfile.write_text("".join(f"node{i} slots={per_node}\n" for i in range(nodes)))
+        # On one machine every simulated node sees all its GPUs: each node's slots are all of them
+        # and --include gives node i its own ones (slots=G would not hold the indexes of node 1..).
+        slots = nodes * per_node if cuda else per_node
+        hostfile.write_text("".join(f"node{i} slots={slots}\n" for i in range(nodes)))
         include = []
         if cuda:  # node i owns GPUs i*G .. i*G+G-1, as on separate machines
             spec = "@".join(

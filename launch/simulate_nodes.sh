@@ -11,11 +11,14 @@ procs=${PROCS_PER_NODE:-1}
 port=${MASTER_PORT:-29600}
 hostfile=$(mktemp)
 include=()
-for ((i = 0; i < nodes; i++)); do echo "node$i slots=$procs" >> "$hostfile"; done
+slots=$procs
 if [ "${DS_ACCELERATOR:-}" != cpu ]; then
+  # One machine: every simulated node lists all the GPUs, --include gives node i GPU i.
+  slots=$nodes
   spec=$(for ((i = 0; i < nodes; i++)); do printf 'node%d:%d@' "$i" "$i"; done)
   include=(--include "${spec%@}")
 fi
+for ((i = 0; i < nodes; i++)); do echo "node$i slots=$slots" >> "$hostfile"; done
 pids=()
 for ((i = 0; i < nodes; i++)); do
   deepspeed --hostfile "$hostfile" "${include[@]}" --no_ssh --node_rank "$i" --master_addr 127.0.0.1 \

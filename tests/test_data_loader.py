@@ -38,13 +38,14 @@ TCC_STRIDE = ClipSpec(
 SUFFIX = {"h264": ".mp4", "vp9": ".webm"}
 
 
-def smooth_frames(T: int, seed: int) -> np.ndarray:
+def smooth_frames(T: int, seed: int, hw: tuple[int, int] = (H, W)) -> np.ndarray:
     """[T, H, W, 3] uint8: a gradient, brighter by 3 per frame, with a blob moving 2 px per frame."""
-    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    h, w = hw
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     phase = np.random.default_rng(seed).uniform(0, 6)
     frames = []
     for t in range(T):
-        cx, cy = (6 + 2 * t) % W, H / 2 + 10 * np.sin(t / 3 + phase)
+        cx, cy = (6 + 2 * t) % w, h / 2 + 10 * np.sin(t / 3 + phase)
         v = 20 + 0.6 * x + 0.4 * y + 3 * t + 50 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 72)
         frames.append(np.stack([v, 0.7 * v + 30, 220 - 0.6 * v], axis=-1))
     return np.clip(np.round(frames), 0, 255).astype(np.uint8)
@@ -62,11 +63,13 @@ def write_mpeg4(path: Path, T: int = 6) -> None:
         container.mux(stream.encode(None))
 
 
-def make_dataset(root: Path, codecs: list[str], lengths: list[int]) -> dict[str, np.ndarray]:
+def make_dataset(
+    root: Path, codecs: list[str], lengths: list[int], hw: tuple[int, int] = (H, W)
+) -> dict[str, np.ndarray]:
     """Write one video per (codec, length) -> {resolved path: frames written}."""
     written = {}
     for i, (codec, T) in enumerate(zip(codecs, lengths, strict=True)):
-        frames = smooth_frames(T, seed=i)
+        frames = smooth_frames(T, seed=i, hw=hw)
         path = write_video(root / f"v{i}{SUFFIX[codec]}", frames, 24, codec=codec, gop=4)
         written[str(path.resolve())] = frames
     return written
@@ -337,8 +340,10 @@ def test_missing_root_is_generated(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("codec", ["h264", "vp9"])
 def test_nvdec_matches_the_cpu_decoders(tmp_path: Path, codec: str) -> None:
-    written = make_dataset(tmp_path, [codec] * 3, [30, 24, 36])
-    cfg = data_cfg(tmp_path)
+    # NVDEC's VP9 needs at least 128x128 frames (smaller files are routed to PyAV up front).
+    hw = (128, 160) if codec == "vp9" else (H, W)
+    written = make_dataset(tmp_path, [codec] * 3, [30, 24, 36], hw=hw)
+    cfg = data_cfg(tmp_path, short_side=hw[0], decoder="nvdec")  # no resize: compare with the frames written
     gpu = build_loader(cfg, CYCLETIME, rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
     with gpu, loader_for(cfg, CYCLETIME) as cpu:
         assert gpu.decoder == "nvdec"
@@ -349,3 +354,16 @@ def test_nvdec_matches_the_cpu_decoders(tmp_path: Path, codec: str) -> None:
             check_batch_pixels(gpu, {k: v.cpu() for k, v in a.items()}, gpu.plan(0).batch(b), written, tol=8)
         stats = gpu.stats()
     assert stats["videos_rerouted_to_pyav"] == 0 and stats["samples_dali"] > 0  # NVDEC did decode them
+
+
+def test_files_below_nvdecs_minimum_size_go_to_pyav(tmp_path: Path) -> None:
+    """Seen on an H200: NVDEC refuses VP9 below 128x128 at run time; such files are routed up front."""
+    from train.data.decoders import route
+    from train.data.index import build_index
+
+    make_dataset(tmp_path / "small", ["vp9", "h264"], [12, 12])
+    make_dataset(tmp_path / "large", ["vp9"], [12], hw=(128, 160))
+    small = build_index(tmp_path / "small").videos
+    large = build_index(tmp_path / "large").videos
+    assert route(small, "nvdec", on_gpu=True) == ["pyav" if v.codec == "vp9" else "nvdec" for v in small]
+    assert route(large, "nvdec", on_gpu=True) == ["nvdec"]

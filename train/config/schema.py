@@ -38,9 +38,11 @@ class DataConfig:
     crop: int = param(240, "side of the square random crop, one per clip, pixels", ge=16)
     flip: bool = param(True, "random horizontal flip, one per clip")
     decoder: Literal["auto", "nvdec", "dali-cpu", "pyav"] = param(
-        "auto", "auto: NVDEC on a GPU, else DALI's CPU decoder (VP8/VP9/MJPEG) or PyAV (H.264/HEVC)"
+        "auto",
+        "auto: PyAV on GPU machines (faster than DALI's NVDEC path, see docs/data.md), else DALI's "
+        "CPU decoder (VP8/VP9/MJPEG) or PyAV (H.264/HEVC)",
     )
-    threads: int = param(2, "decoder/augmentation threads per rank", ge=1)
+    threads: int = param(4, "decoder/augmentation threads per rank", ge=1)
     prefetch: int = param(2, "batches decoded ahead of the training step", ge=1)
     short_videos: Literal["skip", "pad"] = param(
         "skip", "a video shorter than one clip: skip it, or pad by repeating its last frame"

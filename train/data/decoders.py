@@ -3,8 +3,14 @@
 `data.decoder` names a preference; a file the preferred decoder cannot take goes through PyAV
 (which decodes everything the index accepts), and the loader logs how many files each decoder got.
 
+`auto` picks PyAV on GPU machines (decoding on the CPU, augmentation on the GPU) and DALI's CPU decoder
+(VP8/VP9/MJPEG) on CPU-only ones. Measured on an H200 (bench/data.py, 12 DAVIS videos, GOP 8, one
+process): NVDEC through DALI's `decoders.video` delivered 9.3 CycleTime clips/s at 256p against
+PyAV's 53.3 with 4 threads; it sets a decoder up per sample. `decoder: nvdec` still selects it.
+
 - NVDEC (DALI device="mixed"): H.264, HEVC, VP8, VP9, MJPEG, 8-bit 4:2:0 only (Hopper's NVDEC has
-  no H.264 4:4:4, e.g. /work/shared/data/videos/openfield-mouse.mp4).
+  no H.264 4:4:4, e.g. /work/shared/data/videos/openfield-mouse.mp4), and not below its minimum frame
+  size per codec (seen on an H200: "VP9 ... 64x48 vs supported: 128x128").
 - DALI CPU decoder (device="cpu"): VP8, VP9, MJPEG only (DALI 2.x dropped H.264/HEVC on the CPU).
 - PyAV (`cpu_decode.py`): any codec FFmpeg decodes; frames are fed into the same DALI pipeline.
 """
@@ -21,6 +27,9 @@ Decoder = Literal["nvdec", "dali-cpu", "pyav"]
 
 NVDEC_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mjpeg"})
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
+# NVDEC's smallest frame (width, height) per codec (NVIDIA Video Codec SDK capabilities); smaller files
+# would fail at run time, so they go to PyAV up front.
+NVDEC_MIN_WH = {"h264": (48, 16), "hevc": (144, 144), "vp8": (48, 16), "vp9": (128, 128), "mjpeg": (64, 64)}
 # 8-bit 4:2:0 as the decoders report it (yuvj420p: MJPEG's full-range variant).
 PLAIN_420 = frozenset({"yuv420p", "yuvj420p", "nv12"})
 
@@ -30,13 +39,17 @@ def can_decode(decoder: Decoder, video: VideoEntry) -> bool:
     if decoder == "pyav":
         return True
     codecs = NVDEC_CODECS if decoder == "nvdec" else DALI_CPU_CODECS
+    if decoder == "nvdec" and video.codec in NVDEC_MIN_WH:
+        min_w, min_h = NVDEC_MIN_WH[video.codec]
+        if video.width < min_w or video.height < min_h:
+            return False
     return video.codec in codecs and video.pix_fmt in PLAIN_420
 
 
 def preferred_decoder(requested: str, on_gpu: bool) -> Decoder:
-    """The decoder `data.decoder` asks for on this device ("auto": NVDEC on a GPU, else DALI CPU)."""
+    """The decoder `data.decoder` asks for on this device ("auto": PyAV on a GPU, else DALI CPU)."""
     if requested == "auto":
-        return "nvdec" if on_gpu else "dali-cpu"
+        return "pyav" if on_gpu else "dali-cpu"
     if requested == "nvdec" and not on_gpu:
         raise ValueError(
             "data.decoder: nvdec needs a CUDA device for this rank; use decoder: auto (CPU decoders "
