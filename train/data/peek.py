@@ -7,7 +7,6 @@ un-normalised) so the clips, crops and flips can be checked by eye.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import time
 from pathlib import Path
@@ -16,48 +15,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from core.method import ClipSpec
-from train.config.schema import DataConfig
 from train.data.loader import build_loader
 from train.data.pipeline import MEAN_RGB, STD_RGB
 
 log = logging.getLogger(__name__)
 
-# Upstream clips when no config is given (ANCHORS): CycleTime's 4 context frames at gap 2, the
-# target at +15 and the motion frame 2 after it; TCC's 20 offset_uniform steps with 2 context
-# frames 15 apart.
-DEFAULT_CLIPS = {
-    "cycletime": ClipSpec(mode="offsets", offsets=(0, 2, 4, 6, 15, 17)),
-    "tcc": ClipSpec(
-        mode="spread", num_steps=20, sampling="offset_uniform", context_steps=2, context_stride=15
-    ),
-}
-DEFAULT_SIZES = {"cycletime": (256, 240), "tcc": (224, 224)}  # (short_side, crop)
-
-
-def clip_from_method_config(method: str, method_cfg: object) -> ClipSpec:
-    """The ClipSpec a method's settings ask for: its SPEC.clip_spec when the method package has one,
-    else the same mapping spelled out here (for method packages without method.py yet)."""
-    try:
-        spec = importlib.import_module(f"{method}.method").SPEC
-        return spec.clip_spec(method_cfg)
-    except ImportError:
-        log.debug("%s.method is not importable: using the built-in clip mapping", method)
-    cfg = method_cfg
-    if method == "cycletime":
-        context = tuple(i * cfg.context_gap for i in range(cfg.context_frames))
-        motion = cfg.target_offset + getattr(cfg, "motion_gap", 2)
-        return ClipSpec(mode="offsets", offsets=(*context, cfg.target_offset, motion))
-    if method == "tcc":
-        return ClipSpec(
-            mode="spread",
-            num_steps=cfg.num_frames,
-            sampling=cfg.sampling,
-            stride=cfg.sampling_stride,
-            context_steps=cfg.context_steps,
-            context_stride=cfg.context_stride,
-        )
-    raise ValueError(f"no clip mapping for method {method!r} (allowed: {', '.join(DEFAULT_CLIPS)})")
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ("cycletime", "tcc")
 
 
 def contact_sheet(
@@ -96,20 +60,19 @@ def peek(
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Decode one batch of `root` for `method` (clip and data settings from `config` when given)
     -> (the batch, a report of shapes, dtypes, device and decoder)."""
-    if config is not None:
-        from train.config import load_config
+    from train.config import load_config
+    from train.methods import load_method
 
-        cfg = load_config(config)
-        if cfg.method != method:
-            raise ValueError(f"--method {method} but {config} is a {cfg.method} config")
-        clip = clip_from_method_config(method, cfg.method_cfg)
-        data_cfg = dataclasses.replace(cfg.data, root=str(root), generate=None)
-    else:
-        if method not in DEFAULT_CLIPS:
-            raise ValueError(f"--method must be one of {', '.join(DEFAULT_CLIPS)}, got {method!r}")
-        clip = DEFAULT_CLIPS[method]
-        short_side, crop = DEFAULT_SIZES[method]
-        data_cfg = DataConfig(root=str(root), batch_size=4, short_side=short_side, crop=crop)
+    if method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    # Without --config: the paper settings of the method (configs/<method>.yaml), 4 clips.
+    cfg = load_config(config or REPO / "configs" / f"{method}.yaml")
+    if cfg.method != method:
+        raise ValueError(f"--method {method} but {config} is a {cfg.method} config")
+    clip = load_method(method).clip_spec(cfg.method_cfg)
+    data_cfg = dataclasses.replace(cfg.data, root=str(root), generate=None)
+    if config is None:
+        data_cfg = dataclasses.replace(data_cfg, batch_size=4)
     if batch_size is not None:
         data_cfg = dataclasses.replace(data_cfg, batch_size=batch_size)
     if cache_dir is not None:
