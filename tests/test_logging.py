@@ -9,6 +9,16 @@ import pytest
 from train.log_setup import setup_logging
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """setup_logging binds the root handler to this test's captured stderr, which pytest closes after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.mark.parametrize(
     ("rank", "all_ranks", "info_shown"), [(0, False, True), (1, False, False), (1, True, True)]
 )

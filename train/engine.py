@@ -59,9 +59,14 @@ def init_distributed() -> DistInfo:
         device = torch.device("cpu")
         backend = "gloo"
     if "MASTER_ADDR" not in os.environ:  # a plain `python train/run.py`: a group of one
-        # A free port, so that several single-process jobs can share a machine.
+        # An in-process store, not a TCP one: a port picked here can be taken by another process
+        # before the store binds it (seen in CI while DeepSpeed compiled its CPU comm op for 90 s).
+        # MASTER_ADDR/PORT are still set because DeepSpeed's CPU shm op names its segment after them.
         port = os.environ.get("MASTER_PORT") or str(_free_port())
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        if not torch.distributed.is_initialized():
+            store = torch.distributed.HashStore()
+            torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
     return DistInfo(rank, world, local_rank, device)
 
