@@ -2,6 +2,7 @@
 
     python bench/step.py --method cycletime [--batch 9,32] [--modes reference,fast] [--json OUT]
     python bench/step.py --method tcc
+    python bench/step.py --method cycletime --batch 32 --modes fast --profile /tmp/prof
 
 Modes (same model, same loss, same DeepSpeed engine and Adam; inputs already on the device):
 - reference: as the original code runs: fp32 (convolutions in TF32, PyTorch's default, as upstream
@@ -10,6 +11,8 @@ Modes (same model, same loss, same DeepSpeed engine and Adam; inputs already on 
 Reported: step time, clips/s, peak memory, FLOPs per step (PyTorch's counter plus bilinear sampling),
 achieved TFLOP/s, and MFU against a bf16 matrix multiply measured on the same device in the same run.
 MFU uses the fast mode's FLOP count for every mode (the work the step needs, not what a mode wastes).
+`--profile DIR` then profiles a few more steps of each mode with torch.profiler: it prints the ops
+that take the most device time (CPU time on a CPU) and writes a Chrome trace per mode into DIR.
 CycleTime's patch is the encoded image in both modes (upstream's compute), so the ratio isolates speed.
 """
 
@@ -97,12 +100,32 @@ def mode_overrides(method: str, mode: str, batch: int) -> list[str]:
     return [f"data.batch_size={batch}", "trainer.zero_stage=0", *MODES[mode], *METHOD_MODES[method][mode]]
 
 
+def profile_steps(step: Any, device: torch.device, out: Path, steps: int = 3, top: int = 15) -> None:
+    """Profile `steps` calls of `step` (already warm); print the top ops, write `out.json` (Chrome trace)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(out) + ".json")
+    key = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    print(f"profile of {steps} steps ({out.name}), top {top} ops by {key}; trace: {out}.json")
+    print(prof.key_averages().table(sort_by=key, row_limit=top))
+
+
 def run_mode(method: str, mode: str, batch: int, args: argparse.Namespace, dist: Any) -> dict[str, Any]:
     step = make_step(method, mode_overrides(method, mode, batch) + args.overrides, dist)
     batch_in = synthetic_batch(step.cfg, step.spec, dist.device, step.gen)
     flops = count_flops(lambda: step.forward_loss(batch_in).backward())
     step.engine.zero_grad()
     timing = time_steps(lambda: step(batch_in), dist.device, batch, args.warmup, args.steps)
+    if args.profile:
+        profile_steps(lambda: step(batch_in), dist.device, Path(args.profile) / f"{method}_{mode}_b{batch}")
     return {
         "method": method,
         "mode": mode,
@@ -122,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--profile", default=None, help="also profile each mode; Chrome traces go here")
     parser.add_argument(
         "overrides", nargs="*", help="extra config overrides (e.g. cycletime.backbone=resnet18)"
     )
@@ -145,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             if r["batch"] == b:
                 r["tflops"] = model_flops / (r["step_ms"] / 1e3) / 1e12
-                r["mfu"] = r["tflops"] / peak
+                # CPUs emulate bf16 (the matmul reference is meaningless there): MFU only on GPUs.
+                r["mfu"] = r["tflops"] / peak if dist.device.type == "cuda" else None
                 r["speedup"] = r["clips_per_s"] / ref["clips_per_s"] if ref else None
     print(f"{args.method} training step on {machine(dist.device)}; bf16 matmul {peak:.0f} TFLOP/s measured")
     cols = [
