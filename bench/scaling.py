@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,17 +28,10 @@ if __package__ in (None, ""):
 import torch
 
 from bench.common import REPO, machine, table, write_json
+from train.local_launch import deepspeed_launcher, free_port
 
 # The launcher beside this interpreter (a venv), else the one on PATH (e.g. a --target install).
-DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
-if not Path(DEEPSPEED).exists():
-    DEEPSPEED = shutil.which("deepspeed") or "deepspeed"
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+DEEPSPEED = deepspeed_launcher()
 
 
 def launch(name: str, nodes: int, per_node: int, zero: int, args: argparse.Namespace, work: Path) -> int:
@@ -65,7 +56,7 @@ def launch(name: str, nodes: int, per_node: int, zero: int, args: argparse.Names
     cuda = torch.cuda.is_available()
     if not cuda:
         env["DS_ACCELERATOR"] = "cpu"
-    port = str(_port())
+    port = str(free_port())
     with open(work / f"{name}.log", "w") as log:
         if nodes == 1:
             command = [DEEPSPEED, "--num_gpus", str(per_node), "--master_port", port, *train]

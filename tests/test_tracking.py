@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from train.config import TrackingConfig
+from train.local_launch import free_port
 from train.tracking import Tracker, flatten, tracking_uri
 
 
@@ -77,9 +77,7 @@ def test_unreachable_server_costs_a_warning_not_the_training(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     cfg = TrackingConfig(uri=f"http://127.0.0.1:{port}", timeout_s=1, retries=1, system_metrics=False)
     tracker = Tracker(cfg, rank=0)
     start = time.monotonic()

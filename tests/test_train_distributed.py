@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from train import checkpoint
+from train.local_launch import deepspeed_launcher, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-DEEPSPEED = str(Path(sys.executable).parent / "deepspeed")
+DEEPSPEED = deepspeed_launcher()
 SMALL = [
     "data.batch_size=2",
     "data.generate.videos=4",
@@ -31,12 +30,6 @@ SMALL = [
 ]
 STEPS = 16  # of the reference and the killed runs
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def env_for(workdir: Path) -> dict[str, str]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 import torch
 
 from train.config import SyntheticConfig, load_config
+from train.local_launch import deepspeed_launcher, free_port
 from train.log_setup import setup_logging
 from train.tracking import tracking_uri
 
@@ -33,18 +32,6 @@ EVAL_SET = SyntheticConfig(
     kind="sprites", videos=3, frames=24, width=160, height=128, codec="h264", seed=1234
 )
 log = logging.getLogger("demo")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _deepspeed() -> str:
-    """The launcher beside this interpreter (the project's venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "deepspeed"
-    return str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
     command = [
-        _deepspeed(),
+        deepspeed_launcher(),
         "--num_gpus",
         str(gpus),
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         str(REPO / "train/run.py"),
         "--config",
         args.config,

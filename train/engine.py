@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from train.config import Config, OptimConfig
+from train.local_launch import free_port
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_distributed() -> DistInfo:
     """Join the process group the launcher described (NCCL on GPUs, gloo on CPUs); single process ok."""
     import deepspeed
@@ -62,7 +56,7 @@ def init_distributed() -> DistInfo:
         # An in-process store, not a TCP one: a port picked here can be taken by another process
         # before the store binds it (seen in CI while DeepSpeed compiled its CPU comm op for 90 s).
         # MASTER_ADDR/PORT are still set because DeepSpeed's CPU shm op names its segment after them.
-        port = os.environ.get("MASTER_PORT") or str(_free_port())
+        port = os.environ.get("MASTER_PORT") or str(free_port())
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         if not torch.distributed.is_initialized():
             store = torch.distributed.HashStore()
