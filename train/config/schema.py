@@ -83,7 +83,9 @@ class TrainerConfig:
         0.0, "wall-clock budget: checkpoint, export and finish at the first log step past it; 0: none", ge=0
     )
     resume: Literal["auto", "never"] = param("auto", "auto: continue from the latest complete checkpoint")
-    log_every: int = param(10, "steps between metric logs (the only host syncs)", ge=1)
+    log_every: int = param(
+        10, "steps between metric logs (host syncs: here, and per step with skip_nonfinite)", ge=1
+    )
     eval_every: int = param(0, "steps between evaluations; 0: only at the end", ge=0)
     ckpt_every: int = param(500, "steps between checkpoints", ge=1)
     keep_last: int = param(3, "checkpoints kept on disk", ge=1)
