@@ -43,8 +43,15 @@ def theta_from_params(tx: Scalar, ty: Scalar, angle: Scalar, scale: Scalar) -> t
     dtype = reduce(torch.promote_types, [v.dtype for v in given]) if given else torch.get_default_dtype()
     dtype = dtype if dtype.is_floating_point else torch.get_default_dtype()
     device = given[0].device if given else None
+    # torch.full, not torch.as_tensor: a Python number made into a CUDA tensor is a blocking host->device
+    # copy, and this runs in every training step (patch sampling, the regressor).
     tx, ty, angle, scale = torch.broadcast_tensors(
-        *(torch.as_tensor(v, dtype=dtype, device=device) for v in (tx, ty, angle, scale))
+        *(
+            v.to(device, dtype)
+            if isinstance(v, torch.Tensor)
+            else torch.full((), v, dtype=dtype, device=device)
+            for v in (tx, ty, angle, scale)
+        )
     )
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     row_x = torch.stack([cos, -sin, tx], dim=-1)
