@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from train.engine import barrier
+
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
@@ -84,11 +86,6 @@ def latest_complete(ckpt_dir: Path) -> str | None:
     return tags[-1] if tags else None
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def save(
     engine: Any,
     ckpt_dir: Path,
@@ -106,9 +103,9 @@ def save(
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0 and (ckpt_dir / tag).exists():  # a leftover of a crash at this very step
         shutil.rmtree(ckpt_dir / tag)
-    _barrier()
+    barrier()
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-    _barrier()  # every rank's shard is on disk before the checkpoint is declared complete
+    barrier()  # every rank's shard is on disk before the checkpoint is declared complete
     if rank == 0:
         (ckpt_dir / tag / META).write_text(json.dumps(meta or {}, indent=1) + "\n")
         (ckpt_dir / tag / COMPLETE).write_text(json.dumps({"step": step}) + "\n")
@@ -118,7 +115,7 @@ def save(
         for old in complete_tags(ckpt_dir)[:-keep_last]:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
         log.info("checkpoint %s saved (%d kept)", tag, min(keep_last, len(complete_tags(ckpt_dir))))
-    _barrier()
+    barrier()
     return tag
 
 
@@ -165,7 +162,7 @@ def export_weights(engine: Any, ckpt_dir: Path, tag: str, out: Path) -> Path:
         torch.save(state, tmp)
         os.replace(tmp, out)
         log.info("exported %d tensors to %s", len(state), out)
-    _barrier()
+    barrier()
     return out
 
 

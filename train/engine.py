@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from train.config import Config, OptimConfig
@@ -36,6 +37,17 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def multi_rank() -> bool:
+    """Whether this process is one of several in a process group (so collectives are needed)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    """Wait for every rank; nothing to wait for in a group of one."""
+    if multi_rank():
+        dist.barrier()
 
 
 def init_distributed() -> DistInfo:

@@ -7,6 +7,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from train.engine import multi_rank
+
 
 class LossMeter:
     """Sums of detached loss components, kept on the device: adding one costs no host sync."""
@@ -18,7 +20,7 @@ class LossMeter:
     def add(self, parts: dict[str, torch.Tensor]) -> None:
         for name, value in parts.items():
             value = value.detach().float()
-            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
+            self._sums[name] = self._sums.get(name, 0) + value  # out of place: never aliases the input
         self._count += 1
 
     def read(self) -> dict[str, float]:
@@ -27,7 +29,7 @@ class LossMeter:
             return {}
         names = sorted(self._sums)
         stacked = torch.stack([self._sums[n] for n in names]) / self._count
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        if multi_rank():
             dist.all_reduce(stacked)
             stacked /= dist.get_world_size()
         values = stacked.tolist()

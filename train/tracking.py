@@ -20,6 +20,7 @@ from typing import Any
 import torch.distributed as dist
 
 from train.config import TrackingConfig
+from train.engine import multi_rank
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Tracker:
                 for i in range(0, len(items), BATCH):
                     self._submit("log params", self._log_params, dict(items[i : i + BATCH]))
                 self._start_system_metrics()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if multi_rank():
             shared = [self.run_id]
             dist.broadcast_object_list(shared, src=0)
             self.run_id = shared[0]
@@ -192,10 +193,6 @@ class Tracker:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._submit("log artifact", lambda: self._client.log_artifact(self.run_id, str(path), artifact_path))
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self._submit("set tag", self._client.set_tag, self.run_id, key, str(value))
 
     def close(self, status: str = "FINISHED", timeout_s: float = 60.0) -> None:
         """Flush what is queued (at most `timeout_s`), mark the run ended."""

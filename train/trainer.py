@@ -27,7 +27,15 @@ import torch.distributed as dist
 from core.backbones import set_channels_last
 from train import checkpoint
 from train.config import Config, config_to_dict, dump_config
-from train.engine import DTYPES, DistInfo, build_engine, init_distributed, resolve_precision
+from train.engine import (
+    DTYPES,
+    DistInfo,
+    barrier,
+    build_engine,
+    init_distributed,
+    multi_rank,
+    resolve_precision,
+)
 from train.meters import LossMeter, Throughput, device_memory
 from train.methods import load_method
 from train.tracking import Tracker, flatten, git_sha, tracking_uri
@@ -70,7 +78,7 @@ class Trainer:
             cfg.trainer.seed + self.dist.rank
         )
 
-        self._prepare_data()
+        self._check_data_root()
         model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
         if cfg.trainer.channels_last and self.dist.device.type == "cuda":
             set_channels_last(model)
@@ -94,15 +102,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ set-up
 
-    def _prepare_data(self) -> None:
-        """Generate the synthetic dataset a smoke config names, if it is not there yet (rank 0)."""
-        gen = self.cfg.data.generate
-        if gen is not None and self.dist.is_main:
-            from train.data.synthetic import generate_dataset
+    def _check_data_root(self) -> None:
+        """Fail before the engine is built when data.root is missing and nothing will create it.
 
-            generate_dataset(gen, self.cfg.data.root)
-        _barrier()
-        if not Path(self.cfg.data.root).exists():
+        A smoke config's `data.generate` dataset is written by `build_loader` (local rank 0 of each
+        node; the others wait for its manifest).
+        """
+        if self.cfg.data.generate is None and not Path(self.cfg.data.root).exists():
             raise FileNotFoundError(
                 f"data.root {self.cfg.data.root!r} does not exist (working directory {os.getcwd()}); "
                 f"point data.root at a folder of videos, or set data.generate to create one"
@@ -137,20 +143,16 @@ class Trainer:
 
     def _client_state(self) -> dict[str, Any]:
         # Every rank's RNG and generator state is gathered so each rank resumes its own stream.
-        rng, gen = checkpoint.rng_state(), self.generator.get_state()
-        if dist.is_initialized() and self.dist.world_size > 1:
-            rngs: list[Any] = [None] * self.dist.world_size
-            gens: list[Any] = [None] * self.dist.world_size
-            dist.all_gather_object(rngs, rng)
-            dist.all_gather_object(gens, gen)
-        else:
-            rngs, gens = [rng], [gen]
+        mine = (checkpoint.rng_state(), self.generator.get_state())
+        states: list[Any] = [mine]
+        if multi_rank():
+            states = [None] * self.dist.world_size
+            dist.all_gather_object(states, mine)
         return {
             "run_state": vars(self.state).copy(),
             "data": self.loader.state_dict(),
-            "rng": rngs,
-            "generator": gens,
-            **self._expect(),
+            "rng": [rng for rng, _ in states],
+            "generator": [gen for _, gen in states],
         }
 
     def _save(self) -> str:
@@ -260,9 +262,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """One place decides precision: fp32 weights, bf16/fp16 compute under autocast (forward and loss;
         DeepSpeed's torch_autocast section, generated from the same setting, covers its own forward)."""
-        if self.compute_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.dist.device.type, dtype=self.compute_dtype)
+        dtype = self.compute_dtype
+        return torch.autocast(self.dist.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def _count_nonfinite(self, skipped: bool) -> None:
         if skipped:
@@ -353,7 +354,7 @@ class Trainer:
                 log.info("evaluation at step %d: %s", step, scores)
                 for path in sorted(out_dir.glob("*.json")):
                     self.tracker.log_artifact(path, f"eval/step_{step:08d}")
-        _barrier()
+        barrier()
         return scores
 
     def _finish(self, exit_code: int, last_saved: int | None) -> int:
@@ -381,14 +382,9 @@ class Trainer:
         return exit_code
 
 
-def _barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 def _all_finite(loss: torch.Tensor) -> bool:
     flag = torch.isfinite(loss.detach()).all().float().reshape(1)
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if multi_rank():
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)  # all ranks skip together, or collectives hang
     return bool(flag.item())
 
