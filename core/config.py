@@ -86,11 +86,12 @@ def _origins(data: dict[str, Any], source: str, prefix: str = "") -> dict[str, s
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `over` on top of `base`, nested dicts merged key by key (`over` wins)."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -117,12 +118,12 @@ def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> RawConfig:
     merged, origin = {}, {}
     for parent in parents:
         base = load_raw(real.parent / parent, (*_chain, real))
-        merged = _merge(merged, base.data)
+        merged = merge(merged, base.data)
         origin.update(base.origin)
     for key, value in data.items():
         if not isinstance(value, dict):
             _drop_origins(origin, key)  # a scalar replaces a whole inherited section
-    merged = _merge(merged, data)
+    merged = merge(merged, data)
     origin.update(_origins(data, str(path)))
     return RawConfig(merged, origin, str(path))
 
@@ -141,7 +142,7 @@ def apply_overrides(raw: RawConfig, overrides: list[str]) -> RawConfig:
         except yaml.YAMLError:
             value = text
         source = f"{CMDLINE} ({item})"
-        node = data = _merge(data, {})
+        node = data = dict(data)
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)

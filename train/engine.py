@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core.config import merge
 from train.config import Config, OptimConfig
 from train.local_launch import free_port
 
@@ -84,15 +85,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
 def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
     """DeepSpeed's config derived from ours (precision already resolved), then `cfg.deepspeed` over it."""
     t = cfg.trainer
@@ -120,7 +112,7 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict[str, Any]:
         # BatchNorm; under autocast it stays fp32. fp16 gets dynamic loss scaling (a GradScaler, per
         # ZeRO stage); gradients of Linear/Conv layers are reduced in the low precision.
         ds["torch_autocast"] = {"enabled": True, "dtype": AUTOCAST_NAMES[t.precision]}
-    return _merge(ds, cfg.deepspeed)
+    return merge(ds, cfg.deepspeed)
 
 
 def build_optimizer(

@@ -237,13 +237,15 @@ class Trainer:
 
             step = self.state.step
             log_now = step % t.log_every == 0 or step == t.steps
+            stop = out_of_time = False
             if log_now:
                 exit_code = self._log(step, meter, speed) or exit_code
-            if exit_code or self._stop_agreed(log_now):
+                stop, out_of_time = self._agree_to_stop(started)
+            if exit_code or stop:
                 self._save()
                 exit_code = exit_code or EXIT_INTERRUPTED
                 break
-            if log_now and self._out_of_time(started):
+            if out_of_time:
                 log.info("trainer.max_minutes (%g) reached at step %d: finishing", t.max_minutes, step)
                 break
             if step % t.ckpt_every == 0 or step == t.steps:
@@ -272,25 +274,17 @@ class Trainer:
         else:
             self.state.nonfinite_in_a_row = 0
 
-    def _out_of_time(self, started: float) -> bool:
-        """Past `trainer.max_minutes`, as rank 0's clock says (broadcast: all ranks stop together)."""
-        if not self.cfg.trainer.max_minutes:
-            return False
-        flag = torch.tensor(
-            [float(time.monotonic() - started > 60 * self.cfg.trainer.max_minutes)], device=self.dist.device
-        )
-        if dist.is_initialized() and self.dist.world_size > 1:
-            dist.broadcast(flag, src=0)
-        return bool(flag.item())
-
-    def _stop_agreed(self, log_now: bool) -> bool:
-        """Whether any rank got SIGTERM/SIGINT; asked on log steps only, so it costs no extra sync."""
-        if not log_now:
-            return False
-        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self.dist.device)
-        if dist.is_initialized() and self.dist.world_size > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def _agree_to_stop(self, started: float) -> tuple[bool, bool]:
+        """(any rank got SIGTERM/SIGINT, rank 0's clock is past `trainer.max_minutes`), the same on every
+        rank so that all stop together: one small all-reduce, asked on log steps only."""
+        limit = self.cfg.trainer.max_minutes
+        late = bool(limit) and self.dist.is_main and time.monotonic() - started > 60 * limit
+        flags = [float(self._stop_signal is not None), float(late)]
+        if multi_rank():
+            agreed = torch.tensor(flags, device=self.dist.device)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # MAX of rank 0's time flag and zeros = rank 0's
+            flags = agreed.tolist()
+        return flags[0] > 0, flags[1] > 0
 
     def _log(self, step: int, meter: LossMeter, speed: Throughput) -> int:
         losses = meter.read()
