@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
+    # One list for the launch and for the report's config, so a user override wins in both.
+    overrides = [f"cycletime.eval.davis={eval_root / 'davis'}", *args.overrides]
     command = [
         deepspeed_launcher(),
         "--num_gpus",
@@ -65,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         str(REPO / "train/run.py"),
         "--config",
         args.config,
-        f"cycletime.eval.davis={eval_root / 'davis'}",
         f"tracking.run_name={run_name}",
-        *args.overrides,
+        *overrides,
     ]
     log.info("training on %s: %s", "GPU" if torch.cuda.is_available() else "CPU", " ".join(command))
     start = time.monotonic()
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training finished with exit code %d after %.0f s", code, time.monotonic() - start)
     if code != 0:
         return code
-    cfg = load_config(args.config, [*args.overrides, f"cycletime.eval.davis={eval_root / 'davis'}"])
+    cfg = load_config(args.config, overrides)
     return _report(cfg, run_name)
 
 
