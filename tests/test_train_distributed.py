@@ -200,13 +200,29 @@ def test_sigterm_checkpoints_and_stops_then_resumes(base: Path) -> None:
             log_seen = True
             break
     assert log_seen, "".join(lines)[-3000:]
-    os.kill(_rank_pid(proc.pid, rank=0), signal.SIGTERM)
+    # As Ctrl-C or a scheduler does: the rank and the launcher are both signalled, and the launcher
+    # passes a second SIGTERM on to the rank (then kills it after 30 s).
+    import psutil
+
+    rank = _rank_pid(proc.pid, rank=0)
+    launcher = psutil.Process(rank).parent()  # deepspeed.launcher.launch, under the `deepspeed` runner
+    os.kill(rank, signal.SIGTERM)
+    for line in proc.stdout:  # the rank has taken the first signal ...
+        lines.append(line)
+        if "will checkpoint and stop" in line:
+            break
+    launcher.send_signal(signal.SIGTERM)  # ... before the launcher passes its own on
     out = "".join(lines) + finish(proc)
     assert "will checkpoint and stop" in out
     tags = checkpoint.complete_tags(workdir / "run" / "checkpoints")
     assert tags, out[-3000:]
     stopped_at = int(tags[-1].split("_")[1])
     assert 2 <= stopped_at < 40
+
+    again = launch(workdir, 40, "trainer.ckpt_every=100", ranks=1)
+    out = finish(again)
+    assert again.returncode == 0, out[-4000:]
+    assert f"at step {stopped_at}" in out
 
 
 def test_unreachable_tracking_server_does_not_stop_training(base: Path) -> None:

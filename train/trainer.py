@@ -187,9 +187,14 @@ class Trainer:
             self.tracker.log_artifact(resolved)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is not None:
+            # One Ctrl-C or scheduler signal often arrives twice: directly, and passed on by the
+            # DeepSpeed launcher as SIGTERM. Keep stopping cleanly (kill -9 stops at once).
+            log.warning("received %s again: already stopping", name)
+            return
         self._stop_signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
-        log.warning("received %s: will checkpoint and stop at the next log step", signal.Signals(signum).name)
+        log.warning("received %s: will checkpoint and stop at the next log step", name)
 
     # ------------------------------------------------------------------------------ the loop
 
