@@ -247,7 +247,8 @@ class Trainer:
                 exit_code = self._log(step, meter, speed) or exit_code
                 stop, out_of_time = self._agree_to_stop(started)
             if exit_code or stop:
-                self._save()
+                if not exit_code:  # a signal: save. A non-finite stop keeps the last good checkpoint.
+                    self._save()
                 exit_code = exit_code or EXIT_INTERRUPTED
                 break
             if out_of_time:
