@@ -181,6 +181,26 @@ def test_run_py_reports_bad_config_in_one_line_from_any_directory(tmp_path: Path
     assert len(lines) == 1 and "optim.lr must be > 0" in lines[0] and str(bad) in lines[0]
 
 
+def test_run_py_reports_a_missing_data_root_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-videos-here"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train/run.py"),
+            "--config",
+            str(REPO / "configs/cycletime.yaml"),
+            f"data.root={missing}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("config error:")]
+    assert len(errors) == 1 and "data.root" in errors[0] and str(missing) in errors[0]
+
+
 def test_run_py_prints_resolved_config_from_any_directory(tmp_path: Path) -> None:
     proc = subprocess.run(
         [

@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import run_training
 
     setup_logging(cfg.log.level, cfg.log.all_ranks)
-    return run_training(cfg)
+    try:
+        return run_training(cfg)
+    except ConfigError as err:  # found while setting up (a missing data.root, trainer.resume=never)
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from core.backbones import set_channels_last
 from train import checkpoint
-from train.config import Config, config_to_dict, dump_config
+from train.config import Config, ConfigError, config_to_dict, dump_config
 from train.engine import (
     DTYPES,
     DistInfo,
@@ -109,7 +109,7 @@ class Trainer:
         node; the others wait for its manifest).
         """
         if self.cfg.data.generate is None and not Path(self.cfg.data.root).exists():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"data.root {self.cfg.data.root!r} does not exist (working directory {os.getcwd()}); "
                 f"point data.root at a folder of videos, or set data.generate to create one"
             )
@@ -120,7 +120,7 @@ class Trainer:
     def _resume(self) -> None:
         tag = checkpoint.latest_complete(self.ckpt_dir)
         if tag is not None and self.cfg.trainer.resume == "never":
-            raise FileExistsError(
+            raise ConfigError(
                 f"{self.run_dir} already holds checkpoints (latest {tag}) and trainer.resume=never; "
                 f"choose a new trainer.run_dir or set trainer.resume=auto to continue"
             )
