@@ -350,6 +350,12 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(tp):
             rows.extend(describe(tp, dotted + "."))
             continue
+        # An optional section (`X | None`, default None): its own line, then its keys.
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if inner:
+            rows.append((dotted, "None", field.metadata.get("doc", "")))
+            rows.extend(describe(inner[0], dotted + "."))
+            continue
         if field.default is not dataclasses.MISSING:
             default = repr(to_plain(field.default))
         elif field.default_factory is not dataclasses.MISSING:

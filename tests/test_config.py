@@ -75,6 +75,7 @@ def test_help_lists_every_section() -> None:
     text = config_help("tcc")
     for key in ("data.batch_size", "optim.lr", "trainer.zero_stage", "tracking.uri", "tcc.loss.temperature"):
         assert key in text
+    assert "data.generate.videos" in text  # the keys of an optional section too
 
 
 # ------------------------------------------------------------------------------------------ errors
