@@ -4,7 +4,9 @@ a method through the framework's own components, timing, tables and JSON."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import math
 import platform
 import sys
 import time
@@ -34,6 +36,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def free_memory(device: torch.device) -> None:
+    """Collect what the last case left (its engine, its tensors) and return the cached GPU memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def bf16_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
     """The dense bf16 matrix-multiply rate of this device, measured now: the MFU denominator."""
     if device.type != "cuda":
@@ -50,24 +59,17 @@ def bf16_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def _sampler_flops(out_shape: Any, factor: int) -> int:
-    # Bilinear sampling: 4 neighbours, a multiply and an add each, per output element and channel.
-    numel = 1
-    for d in out_shape:
-        numel *= d
-    return factor * numel
-
-
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of `fn` (forward and backward as it runs them): PyTorch's counter covers matmuls and
     convolutions (the affinity einsum included); bilinear grid sampling is added at 8 FLOPs per
     output element forward and 16 backward."""
+    # Bilinear sampling: 4 neighbours, a multiply and an add each, per output element and channel.
+    # The counter hands custom formulas shapes, not tensors (`grad` is the gradient's shape).
     aten = torch.ops.aten
     custom = {
-        aten.grid_sampler_2d.default: lambda inp, grid, *a, out_shape=None, **k: _sampler_flops(out_shape, 8),
-        aten.grid_sampler_2d_backward.default: lambda grad, *a, out_shape=None, **k: _sampler_flops(
-            grad.shape if hasattr(grad, "shape") else grad, 16
-        ),
+        # Keyed by overload packet: the counter looks formulas up by `func._overloadpacket`.
+        aten.grid_sampler_2d: lambda *a, out_shape, **k: 8 * math.prod(out_shape),
+        aten.grid_sampler_2d_backward: lambda grad, *a, **k: 16 * math.prod(grad),
     }
     with FlopCounterMode(display=False, custom_mapping=custom) as counter:
         fn()

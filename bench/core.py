@@ -19,7 +19,6 @@ takes seconds on a CPU (a smoke test of the script, not a measurement).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import statistics
@@ -36,6 +35,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from bench.common import free_memory
 from core.affine import affine_crop, inlier_score, theta_from_params
 from core.correlation import (
     chunked_soft_nearest_neighbour,
@@ -189,12 +189,6 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower()
 
 
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
@@ -254,7 +248,7 @@ def measure(case: Case, device: torch.device, dtype: torch.dtype, warmup: int, r
         result.status = "OOM"
     finally:
         inputs = None
-        _free(device)
+        free_memory(device)
     return result
 
 

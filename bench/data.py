@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from bench.common import sync
 from core.method import ClipSpec
 from train.config.schema import DataConfig
 from train.data.index import build_index
@@ -105,7 +106,7 @@ def measure(index, row: Row, device: torch.device, seconds: float, cache_dir: Pa
                 return row
             stream = iter(loader)
             next(stream)  # warm-up: pipeline build, first decodes, file cache
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             while True:
                 batch = next(stream)
@@ -113,7 +114,7 @@ def measure(index, row: Row, device: torch.device, seconds: float, cache_dir: Pa
                 elapsed = time.perf_counter() - start
                 if elapsed >= seconds:
                     break
-            _sync(device)
+            sync(device)
             row.seconds = time.perf_counter() - start
             rerouted = loader.stats()["videos_rerouted_to_pyav"]
             if rerouted:  # the loader fell back to PyAV for files DALI could not decode
@@ -126,11 +127,6 @@ def measure(index, row: Row, device: torch.device, seconds: float, cache_dir: Pa
             f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}"
         )
     return row
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def format_rows(rows: list[Row], train_clips_per_s: float) -> str:

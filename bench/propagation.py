@@ -61,15 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or tempfile.mkdtemp(prefix="propagation-")) / precision
         results = evaluate_davis(encode, args.davis, cfg, out, device, overlays=False)
         for name, seq in results["sequences"].items():
-            info = seq.get("info", seq)
-            peak = info.get("peak_cuda_allocated_bytes")
+            peak = seq.get("peak_cuda_allocated_bytes")  # the evaluator's info is merged into seq
             rows.append(
                 {
                     "precision": precision,
                     "sequence": name,
-                    "frames": info.get("frames"),
-                    "seconds": info.get("seconds"),
-                    "per_frame_ms": 1e3 * info["seconds"] / info["frames"],
+                    "frames": seq["frames"],
+                    "seconds": seq["seconds"],
+                    "per_frame_ms": 1e3 * seq["seconds"] / seq["frames"],
                     "peak_gib": peak / GIB if peak else None,
                     "JF": seq.get("J&F"),
                 }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,20 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.common import REPO, bf16_matmul_tflops, count_flops, machine, table, time_steps, write_json
+from bench.common import (
+    REPO,
+    bf16_matmul_tflops,
+    count_flops,
+    free_memory,
+    machine,
+    sync,
+    table,
+    time_steps,
+    write_json,
+)
 from core.backbones import set_channels_last
 from train.config import load_config
-from train.engine import build_engine, init_distributed
+from train.engine import DTYPES, build_engine, init_distributed
 from train.methods import load_method
 
 MODES: dict[str, list[str]] = {
@@ -47,7 +56,6 @@ METHOD_MODES: dict[str, dict[str, list[str]]] = {
     },
     "tcc": {"reference": [], "fast": []},
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def synthetic_batch(
@@ -109,8 +117,7 @@ def profile_steps(step: Any, device: torch.device, out: Path, steps: int = 3, to
     with profile(activities=activities) as prof:
         for _ in range(steps):
             step()
-        if on_gpu:
-            torch.cuda.synchronize(device)
+        sync(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(out) + ".json")
     key = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
@@ -159,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in batches:
         for mode in args.modes.split(","):
             rows.append(run_mode(args.method, mode, b, args, dist))
-            gc.collect()  # the mode's engine is garbage now: free its memory before the next
-            if dist.device.type == "cuda":
-                torch.cuda.empty_cache()
+            free_memory(dist.device)  # the mode's engine is garbage now: free it before the next
     for b in batches:
         fast = next((r for r in rows if r["batch"] == b and r["mode"] == "fast"), None)
         ref = next((r for r in rows if r["batch"] == b and r["mode"] == "reference"), None)
