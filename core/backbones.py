@@ -27,6 +27,11 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# The per-channel normalisation of the ImageNet-trained torchvision ResNets (RGB, pixels in [0, 1]):
+# every pipeline that feeds these trunks normalises with it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 _RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     "resnet18": torchvision.models.resnet18,
     "resnet50": torchvision.models.resnet50,

@@ -68,6 +68,18 @@ def _as_batched(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
     )
 
 
+def _batched_values(values_BMD: torch.Tensor | None, keys_BMC: torch.Tensor, unbatched: bool) -> torch.Tensor:
+    """The values of a soft nearest neighbour (the already batched keys by default), batched like them."""
+    if values_BMD is None:
+        return keys_BMC
+    v = values_BMD.unsqueeze(0) if unbatched else values_BMD
+    if v.shape[:2] != keys_BMC.shape[:2]:
+        raise ValueError(
+            f"values {list(v.shape)} must have the keys' leading dims {list(keys_BMC.shape[:2])}"
+        )
+    return v
+
+
 def _similarity(a_BNC: torch.Tensor, b_BMC: torch.Tensor, kind: str) -> torch.Tensor:
     if kind not in _SIMILARITIES:
         raise ValueError(f"similarity kind {kind!r} is unknown; use one of {sorted(_SIMILARITIES)}")
@@ -135,10 +147,7 @@ def soft_nearest_neighbour(
     defaulting to the keys: nn is [B, N, D] ([B, N, C] without values), alpha [B, N, M].
     """
     q, k, unbatched = _as_batched(query_BNC, keys_BMC)
-    v = keys_BMC if values_BMD is None else values_BMD
-    v = v.unsqueeze(0) if unbatched else v
-    if v.shape[:2] != k.shape[:2]:
-        raise ValueError(f"values {list(v.shape)} must have the keys' leading dims {list(k.shape[:2])}")
+    v = _batched_values(values_BMD, k, unbatched)
     nn_BND, alpha_BNM = _soft_nn(q, k, v, temperature, kind)
     return (nn_BND.squeeze(0), alpha_BNM.squeeze(0)) if unbatched else (nn_BND, alpha_BNM)
 
@@ -302,10 +311,7 @@ def chunked_soft_nearest_neighbour(
     is never held, so only the weighted sum [B, N, D] is returned. `recompute`: as in
     `chunked_topk_affinity`."""
     q, kk, unbatched = _as_batched(query_BNC, keys_BMC)
-    v = keys_BMC if values_BMD is None else values_BMD
-    v = v.unsqueeze(0) if unbatched else v
-    if v.shape[:2] != kk.shape[:2]:
-        raise ValueError(f"values {list(v.shape)} must have the keys' leading dims {list(kk.shape[:2])}")
+    v = _batched_values(values_BMD, kk, unbatched)
     use_ckpt = _needs_recompute(recompute, q, kk, v, temperature)
     outs = []
     for start, stop in _chunk_bounds(q.shape[1], chunk_size):

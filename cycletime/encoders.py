@@ -18,6 +18,7 @@ from cycletime.propagation import IMAGENET_MEAN, IMAGENET_STD, STRIDE
 BASELINES = ("lab", "random-init")
 RANDOM_INIT_SEED = 0  # the random-init baseline is one fixed draw, so its numbers reproduce
 
+# sRGB (D65) -> CIE XYZ, and the D65 white point (IEC 61966-2-1 / CIE 15).
 _RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 _D65_WHITE = (0.950456, 1.0, 1.088754)
 

@@ -48,7 +48,6 @@ OVERLAY_FPS = 12
 JHMDB_SIZE = 320  # CRW evaluates JHMDB at 320 px (it squashes to 320x320; we keep the aspect)
 
 
-# sRGB (D65) -> CIE XYZ, and the D65 white point (IEC 61966-2-1 / CIE 15).
 class OverlayVideo(AbstractContextManager):
     """An H.264 mp4 of RGB frames written through PyAV (opened on the first frame; odd sizes cropped
     to even, as yuv420p needs)."""

@@ -30,7 +30,8 @@ def clip_spec(cfg: Config) -> ClipSpec:
 def prepare(
     batch: dict[str, torch.Tensor], cfg: Config, generator: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
-    """Cut the random patch of each clip's target frame where it moves most (on the batch's device)."""
+    """Place the random patch of each clip's target frame where it moves most (on the batch's device);
+    the patch image is cut only for patch_source "image" (the "features" model crops features at theta)."""
     frames = batch["frames"]  # [B, F+2, 3, S, S], normalised
     Fc = cfg.context_frames
     target, later = frames[:, Fc], frames[:, Fc + 1]
@@ -43,13 +44,15 @@ def prepare(
         top=cfg.motion_windows,
         jitter=cfg.jitter,
     )
-    side = round(frames.shape[-1] * cfg.patch_scale)
-    patch = affine_crop(target, theta, (side, side))
-    return {"context": frames[:, :Fc], "target": target, "patch": patch, "theta": theta}
+    inputs = {"context": frames[:, :Fc], "target": target, "theta": theta}
+    if cfg.patch_source == "image":
+        side = round(frames.shape[-1] * cfg.patch_scale)
+        inputs["patch"] = affine_crop(target, theta, (side, side))
+    return inputs
 
 
 def forward(model: Any, inputs: dict[str, torch.Tensor]) -> CycleTimeOutput:
-    return model(inputs["context"], inputs["target"], inputs["patch"], inputs["theta"])
+    return model(inputs["context"], inputs["target"], inputs.get("patch"), inputs["theta"])
 
 
 def loss(out: CycleTimeOutput, inputs: dict[str, torch.Tensor], cfg: Config):

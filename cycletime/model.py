@@ -21,6 +21,7 @@ from torch import nn
 
 from core.affine import affine_crop, theta_from_params
 from core.backbones import build_trunk
+from core.correlation import pairwise_similarity, softmax_affinity
 from cycletime.config import Config
 
 
@@ -133,9 +134,12 @@ class CycleTimeModel(nn.Module):
         """Find the (normalised) query in a frame: affinity -> theta -> crop of the frame's features."""
         B, _, H, W = frame_norm_BCHW.shape
         h, w = query_BChw.shape[-2:]
-        sim_B_HW_hw = torch.einsum("bcn,bcm->bnm", frame_norm_BCHW.flatten(2), query_BChw.flatten(2))
+        sim_B_HW_hw = pairwise_similarity(
+            frame_norm_BCHW.flatten(2).transpose(1, 2), query_BChw.flatten(2).transpose(1, 2)
+        )
         # Softmax over frame positions in fp32: a column is a distribution over where the query went.
-        affinity = (sim_B_HW_hw.float() / self.temperature).softmax(dim=1).reshape(B, H * W, h, w)
+        affinity = softmax_affinity(sim_B_HW_hw, self.temperature, dim=1, out_dtype=torch.float32)
+        affinity = affinity.reshape(B, H * W, h, w)
         theta = self.regressor(affinity.to(sim_B_HW_hw.dtype))
         crop = F.normalize(affine_crop(frame_feats_BCHW, theta, (h, w)), dim=1)
         return Located(affinity, theta, crop)
@@ -146,13 +150,14 @@ class CycleTimeModel(nn.Module):
         self,
         context_BFCSS: torch.Tensor,
         target_BCSS: torch.Tensor,
-        patch_BCPP: torch.Tensor,
+        patch_BCPP: torch.Tensor | None,
         patch_theta: torch.Tensor | None = None,
     ) -> CycleTimeOutput:
         """Track the target's patch through the context frames and back.
 
         context: [B, F, 3, S, S] frames s, s+gap, ...; target: [B, 3, S, S] the later frame the patch
-        was cut from; patch: [B, 3, P, P] that patch (its ground-truth transform stays with the loss).
+        was cut from; patch: [B, 3, P, P] that patch (its ground-truth transform stays with the loss),
+        needed for patch_source "image"; patch_theta: [B, 2, 3] where it was cut, needed for "features".
         """
         B, Fc = context_BFCSS.shape[:2]
         frames = torch.cat([context_BFCSS, target_BCSS[:, None]], dim=1).flatten(0, 1)
@@ -161,8 +166,12 @@ class CycleTimeModel(nn.Module):
         ctx_feats, ctx_norms = feats[:, :Fc], norms[:, :Fc]
         tgt_feats, tgt_norm = feats[:, Fc], norms[:, Fc]
         if self.patch_source == "image":  # paper: the patch image through the encoder on its own
+            if patch_BCPP is None:
+                raise ValueError('patch_source "image" needs the patch image')
             query = self.encode(patch_BCPP)  # [B, C, h, w]
         else:  # the target's features sampled where the patch was cut: no border effects of a small image
+            if patch_theta is None:
+                raise ValueError('patch_source "features" needs patch_theta')
             query = F.normalize(affine_crop(tgt_feats, patch_theta, self.patch_hw), dim=1)
 
         # Skip: the patch located directly in every context frame, then straight back to the target.

@@ -29,13 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.backbones import IMAGENET_MEAN, IMAGENET_STD
 from core.correlation import chunked_topk_affinity, propagate, window_mask_fn
 from cycletime.config import PropagationConfig
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B, 3, H, W] normalised -> feats [B, C, H/8, W/8]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 8  # encoder output stride (ResNet res4 with stride 1, as TimeCycle and CRW)
 POSE_SIGMA = 0.5  # CRW's JHMDB heatmap sigma, in feature cells
 POSE_TOPK = 3  # CRW's `process_pose`: a joint is the weighted mean of its 3 strongest cells
@@ -201,13 +200,9 @@ def labels_to_mask(labels_Dhw: torch.Tensor, image_hw: tuple[int, int]) -> torch
 
 def _to_cells(xy_J2: torch.Tensor, image_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
     # Centre-aligned: cell u covers pixels [u W/w, (u+1) W/w), so pixel x sits at (x + 0.5) w/W - 0.5.
+    # With the sizes swapped it maps cells back to pixels.
     scale = torch.tensor([grid_hw[1] / image_hw[1], grid_hw[0] / image_hw[0]], dtype=torch.float64)
     return (xy_J2 + 0.5) * scale - 0.5
-
-
-def _to_pixels(uv_J2: torch.Tensor, image_hw: tuple[int, int], grid_hw: tuple[int, int]) -> torch.Tensor:
-    scale = torch.tensor([image_hw[1] / grid_hw[1], image_hw[0] / grid_hw[0]], dtype=torch.float64)
-    return (uv_J2 + 0.5) * scale - 0.5
 
 
 def keypoints_to_heatmaps(
@@ -237,6 +232,6 @@ def heatmaps_to_keypoints(
     total_J1 = vals_Jk.sum(1, keepdim=True)
     weights_Jk = vals_Jk / total_J1.clamp_min(torch.finfo(torch.float64).tiny)
     uv_J2 = torch.stack([((idx_Jk % w) * weights_Jk).sum(1), ((idx_Jk // w) * weights_Jk).sum(1)], dim=1)
-    xy_J2 = _to_pixels(uv_J2, image_hw, (h, w))
+    xy_J2 = _to_cells(uv_J2, (h, w), image_hw)  # cells -> pixels
     xy_J2[total_J1[:, 0] <= 0] = float("nan")
     return xy_J2.numpy()

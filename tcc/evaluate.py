@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.backbones import IMAGENET_MEAN, IMAGENET_STD
 from core.config import from_dict
 from core.runfiles import load_state_dict_strict, read_method_config, resolve_run
 from tcc.config import Config
@@ -41,8 +42,6 @@ from tcc.video_frames import list_videos, read_frames, resize_center_crop, video
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the training pipeline's normalisation (train/data/pipeline.py)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BATCH_STEPS = 32  # steps (each K frames) per forward pass: bounds memory, not the result
 FRACTIONS = (0.1, 0.5, 1.0)  # share of the training videos the phase classifier sees (upstream)
 GRID_PANELS = 16  # videos shown in aligned.mp4 (the reference and the next 15)

@@ -21,27 +21,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from core.correlation import SimilarityKind, pairwise_similarity
 from core.method import LossOut
 
-
-def _neg_sq_l2(x_BMD: torch.Tensor, y_BKD: torch.Tensor) -> torch.Tensor:
-    """-max(|x|^2 + |y|^2 - 2 x.y, 0) for all row pairs: [B, M, D] x [B, K, D] -> [B, M, K].
-
-    The max is upstream's: the expanded form can dip below zero by rounding.
-    """
-    xx_BM1 = x_BMD.pow(2).sum(-1, keepdim=True)
-    yy_B1K = y_BKD.pow(2).sum(-1).unsqueeze(1)
-    return -(xx_BM1 + yy_B1K - 2.0 * x_BMD @ y_BKD.transpose(1, 2)).clamp_min(0.0)
-
-
-def _dot(x_BMD: torch.Tensor, y_BKD: torch.Tensor) -> torch.Tensor:
-    """Raw dot products ('cosine' upstream, without normalisation): [B, M, D] x [B, K, D] -> [B, M, K]."""
-    return x_BMD @ y_BKD.transpose(1, 2)
-
-
-_SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "l2": _neg_sq_l2,
-    "cosine": _dot,
+# Upstream's names -> core's kinds. "l2": -max(|x|^2 + |y|^2 - 2 x.y, 0) (the max is upstream's: the
+# expanded form can dip below zero by rounding); "cosine": raw dot products, without normalisation.
+_SIMILARITIES: dict[str, SimilarityKind] = {
+    "l2": "neg_sq_l2",
+    "cosine": "dot",
 }
 SIMILARITY_TYPES = tuple(_SIMILARITIES)
 
@@ -53,7 +40,7 @@ def scaled_similarity(
 
     Two divisions, in upstream's order, rather than one by D x temperature.
     """
-    sim_BMK = _SIMILARITIES[similarity_type](x_BMD, y_BKD)
+    sim_BMK = pairwise_similarity(x_BMD, y_BKD, _SIMILARITIES[similarity_type])
     return sim_BMK / x_BMD.shape[-1] / temperature
 
 

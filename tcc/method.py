@@ -8,12 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.backbones import IMAGENET_STD  # the data pipeline's normalisation
 from core.method import ClipSpec, MethodSpec
 from tcc.config import Config
 from tcc.loss import cycle_consistency_loss, gather_embeddings
 from tcc.model import Embedder, TCCOutput
-
-IMAGENET_STD = (0.229, 0.224, 0.225)  # the data pipeline's normalisation
 
 
 def build_model(cfg: Config, crop: int) -> nn.Module:
@@ -39,8 +38,9 @@ def prepare(
     B = frames.shape[0]
     rand_B2 = torch.rand(B, 2, generator=generator, device=frames.device, dtype=frames.dtype)
     # Brightness is an offset in pixel units: divide by the loader's normalisation std per channel.
-    std = frames.new_tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    brightness = ((2 * rand_B2[:, 0] - 1) * cfg.brightness).view(B, 1, 1, 1, 1) / std
+    # Python-float divisors: no host->device copy of the std every step.
+    offset_B = (2 * rand_B2[:, 0] - 1) * cfg.brightness
+    brightness = torch.stack([offset_B / s for s in IMAGENET_STD], dim=1).view(B, 1, 3, 1, 1)
     low, high = cfg.contrast
     contrast = (low + rand_B2[:, 1] * (high - low)).view(B, 1, 1, 1, 1)
     mean = frames.mean(dim=(-2, -1), keepdim=True)  # per frame and channel, as tf.image.adjust_contrast
