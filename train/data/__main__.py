@@ -43,6 +43,7 @@ def _peek(args: argparse.Namespace) -> int:
         out=args.out or None,
         batch_size=args.batch_size,
         device=args.device,
+        cache_dir=args.cache_dir,
     )
     print(report)
     return 0

@@ -9,8 +9,7 @@ or before each requested frame (only when that skips work) and decodes forward t
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -26,23 +25,26 @@ class FrameTable:
 
     pts_N: np.ndarray  # int64 [N], increasing
     keyframe_N: np.ndarray  # bool [N]
+    # Derived once per table (a table serves every sample of its video):
+    key_before_N: np.ndarray = field(init=False, repr=False, compare=False)  # int64 [N]: last keyframe <= i
+    index_of_pts: dict[int, int] = field(init=False, repr=False, compare=False)  # pts -> frame index
+
+    def __post_init__(self) -> None:
+        key_before = np.maximum.accumulate(np.where(self.keyframe_N, np.arange(len(self.pts_N)), 0))
+        object.__setattr__(self, "key_before_N", key_before)
+        object.__setattr__(self, "index_of_pts", {int(p): i for i, p in enumerate(self.pts_N)})
 
     def __len__(self) -> int:
         return len(self.pts_N)
 
     def keyframe_before(self, index: int) -> int:
         """The last keyframe at or before frame `index` (0 when there is none)."""
-        keys = np.flatnonzero(self.keyframe_N[: index + 1])
-        return int(keys[-1]) if len(keys) else 0
+        return int(self.key_before_N[index])
 
 
-def _open(source: bytes | str) -> av.container.InputContainer:
-    return av.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
-
-
-def frame_table(source: bytes | str) -> FrameTable:
-    """Demux (without decoding) the first video stream of `source` (bytes or a path)."""
-    with _open(source) as container:
+def frame_table(source: str) -> FrameTable:
+    """Demux (without decoding) the first video stream of the file at path `source`."""
+    with av.open(source) as container:
         stream = container.streams.video[0]
         entries = []
         for packet in container.demux(stream):
@@ -60,7 +62,7 @@ def frame_table(source: bytes | str) -> FrameTable:
 
 
 def decode_frames(
-    source: bytes | str, frame_idx_F: np.ndarray, table: FrameTable | None = None, threads: int = 1
+    source: str, frame_idx_F: np.ndarray, table: FrameTable | None = None, threads: int = 1
 ) -> np.ndarray:
     """The frames `frame_idx_F` (any order, repeats allowed) of `source` -> uint8 [F, H, W, C] RGB.
 
@@ -70,10 +72,10 @@ def decode_frames(
     frame_idx_F = np.asarray(frame_idx_F, dtype=np.int64)
     if frame_idx_F.min() < 0 or frame_idx_F.max() >= len(table):
         raise DecodeError(f"frames {frame_idx_F.tolist()} outside the video's {len(table)} frames")
-    wanted = sorted(set(frame_idx_F.tolist()))
-    index_of_pts = {int(p): i for i, p in enumerate(table.pts_N)}
+    wanted_set = set(frame_idx_F.tolist())
+    wanted = sorted(wanted_set)
     got: dict[int, np.ndarray] = {}
-    with _open(source) as container:
+    with av.open(source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO" if threads > 1 else "SLICE"
         stream.codec_context.thread_count = threads
@@ -86,7 +88,7 @@ def decode_frames(
                 # Seeking costs a decoder flush; worth it whenever it skips frames we would decode.
                 container.seek(int(table.pts_N[key]), stream=stream, backward=True, any_frame=False)
                 position = key
-            position = _decode_until(container, stream, target, set(wanted), index_of_pts, got)
+            position = _decode_until(container, stream, target, wanted_set, table.index_of_pts, got)
     missing = [i for i in wanted if i not in got]
     if missing:
         raise DecodeError(f"frames {missing[:5]} did not decode (of {len(table)})")

@@ -1,8 +1,8 @@
 """The dataset index: which video files exist, how long they are, and which of them can be read.
 
 A root is a folder (searched recursively for video files) or a .txt file listing one path per line
-(relative paths are relative to the list). Each file is probed once (`probe_video`: frames counted by
-demuxing packets) and validated cheaply (every packet demuxed, the first frame decoded). Files that
+(relative paths are relative to the list). Each file is probed and validated in one demux pass (frames
+counted as `video_io.probe_video` counts them, every packet demuxed, the first frame decoded). Files that
 fail are kept aside with the reason; training never sees them. Results are cached as JSON next to
 the data (or in `cache_dir`) and re-probed per file only when its size or modification time changes.
 
@@ -23,8 +23,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-
-from train.data.video_io import probe_video
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +134,12 @@ def probe_file(path: str | Path) -> VideoEntry:
     if stat.st_size == 0:
         raise UnreadableVideoError("empty file (0 bytes)")
     try:
-        info = probe_video(path)
-        keyframes, declared, pix_fmt = _validate(path)
+        info, keyframes, declared, pix_fmt = _validate(path)
     except UnreadableVideoError:
         raise
     except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as err:
-        raise UnreadableVideoError(f"cannot read: {_short(err).replace(f': {str(path)!r}', '')}") from None
+        reason = short_error(err).replace(f": {str(path)!r}", "")
+        raise UnreadableVideoError(f"cannot read: {reason}") from None
     codec = info["codec"]
     if codec not in SUPPORTED_CODECS:
         raise UnreadableVideoError(
@@ -169,35 +167,49 @@ def probe_file(path: str | Path) -> VideoEntry:
     )
 
 
-def _validate(path: Path) -> tuple[int, int, str]:
-    """Demux every packet and decode the first frame -> (keyframes, frames the header declares, pix_fmt)."""
+def _validate(path: Path) -> tuple[dict, int, int, str]:
+    """Demux every packet once and decode the first frame
+    -> (`probe_video`'s dict, keyframes, frames the header declares, pix_fmt)."""
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise UnreadableVideoError("no video stream")
+            raise ValueError(f"{path}: no video stream")  # probe_video's error, so the reason is unchanged
         stream = container.streams.video[0]
         declared = int(stream.frames or 0)
         rate = stream.average_rate or stream.guessed_rate
         if not declared and container.duration and rate:
             # Matroska/WebM carry no frame count, only a duration written when the file was closed.
             declared = round(container.duration / 1e6 * float(rate))
-        keyframes, first = 0, None
+        frames, keyframes, first_packet = 0, 0, None
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
+            frames += not packet.is_corrupt  # probe_video's rule
             keyframes += bool(packet.is_keyframe)
-            if first is None:
-                decoded = packet.decode()
-                first = decoded[0] if decoded else None
+            if first_packet is None:
+                first_packet = packet
+        # Read as probe_video reads them: after demuxing every packet, before decoding any.
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        info = {
+            "frames": frames,
+            "fps": float(fps) if fps else 0.0,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "codec": stream.codec_context.name,
+        }
+        # Decoded only now, so a file that fails to demux reports that first (as when probed separately).
+        decoded = first_packet.decode() if first_packet is not None else []
+        first = decoded[0] if decoded else None
         if first is None:
             # Decoders with a delay (threads, reordering) give their first frame only when flushed.
             decoded = stream.decode(None)
             first = decoded[0] if decoded else None
         if first is None:
             raise UnreadableVideoError("the first frame does not decode")
-        return keyframes, declared, first.format.name
+        return info, keyframes, declared, first.format.name
 
 
-def _short(err: BaseException) -> str:
+def short_error(err: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), or its type's name when empty."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:200]
 
@@ -330,7 +342,7 @@ def attach_labels(index: VideoIndex, labels_file: str | Path) -> None:
     try:
         table = json.loads(labels_file.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"data.labels: cannot read {labels_file}: {_short(err)}") from None
+        raise ValueError(f"data.labels: cannot read {labels_file}: {short_error(err)}") from None
     if not isinstance(table, dict):
         raise ValueError(f"data.labels: {labels_file} must hold a JSON object {{video stem: [label, ...]}}")
     names = sorted({x for seq in table.values() if isinstance(seq, list) for x in seq if isinstance(x, str)})

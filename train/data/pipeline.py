@@ -24,9 +24,11 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.backend import TensorListCPU, TensorListGPU
 from nvidia.dali.pipeline import Pipeline
 
-# ImageNet statistics (CycleTime normalises with them), in 0..255 pixel units as DALI takes them.
-MEAN_RGB = (0.485, 0.456, 0.406)
-STD_RGB = (0.229, 0.224, 0.225)
+from core.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+# ImageNet statistics (CycleTime normalises with them), RGB in [0, 1]; scaled to 0..255 for DALI below.
+MEAN_RGB = IMAGENET_MEAN
+STD_RGB = IMAGENET_STD
 
 _NO_BYTES = np.zeros((0,), dtype=np.uint8)
 _NO_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
@@ -132,12 +134,9 @@ def _build(settings: PipelineSettings) -> Pipeline:
             "flip": lambda: fn.external_source(name="flip", dtype=types.INT32, ndim=0),
         }
         x = {name: source[name]() for name in inputs}
-        if routed:
-            if x["use_dali"]:
-                frames = dali_decode(x["encoded"], x["frame_idx"])
-            else:
-                frames = x["decoded"].gpu() if on_gpu else x["decoded"]
-        elif "encoded" in x:
+        # Routed: a DALI conditional on the per-sample flag; otherwise a plain Python bool (one branch built).
+        use_dali = x["use_dali"] if routed else "encoded" in x
+        if use_dali:
             frames = dali_decode(x["encoded"], x["frame_idx"])
         else:
             frames = x["decoded"].gpu() if on_gpu else x["decoded"]

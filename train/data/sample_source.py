@@ -20,7 +20,7 @@ import av
 from train.data.cpu_decode import DecodeError, FrameTable, decode_frames, frame_table
 from train.data.decoders import Decoder
 from train.data.file_cache import FileBytesCache
-from train.data.index import VideoIndex
+from train.data.index import VideoIndex, short_error
 from train.data.pipeline import SampleInput
 from train.data.sampling import EpochPlan, Sample
 
@@ -103,7 +103,7 @@ class SampleSource:
     def mark_failed(self, video_id: int, err: BaseException) -> None:
         """Stop using this video; warn once, naming the file."""
         path = self.index.videos[video_id].path
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        reason = short_error(err) if str(err).strip() else ""  # the warning names the type already
         with self._lock:
             first = video_id not in self.failed
             self.failed.setdefault(video_id, reason)

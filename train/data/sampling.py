@@ -108,16 +108,11 @@ class ClipList:
         return len(self.video_id)
 
 
-def build_clip_list(
-    lengths_V: np.ndarray, spec: ClipSpec, short_videos: ShortVideos, excluded: set[int] | None = None
-) -> ClipList:
-    """The epoch's clip list over videos with these frame counts (videos in `excluded` left out)."""
-    excluded = excluded or set()
+def build_clip_list(lengths_V: np.ndarray, spec: ClipSpec, short_videos: ShortVideos) -> ClipList:
+    """The epoch's clip list over videos with these frame counts."""
     span = clip_span(spec)
     video_ids, segments, skipped, padded = [], [], [], []
     for vid, length in enumerate(int(n) for n in lengths_V):
-        if vid in excluded:
-            continue
         if length < spec.min_length:
             if short_videos == "skip":
                 skipped.append(vid)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cycletime.davis import write_mask
 from train.config.schema import SyntheticConfig
 from train.data.synthetic_scenes import GENERATORS
 from train.data.video_io import CODECS, suffix_for, write_video
@@ -210,21 +211,6 @@ def _process_alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------------ DAVIS
 
 
-def davis_palette() -> list[int]:
-    """The 256-colour palette of DAVIS annotations (PASCAL VOC's): id 0 black, 1 red, 2 green, ..."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def export_davis_sequence(
     davis_root: str | Path, seq: str, frames_THWC: np.ndarray, masks_THW: np.ndarray
 ) -> None:
@@ -236,12 +222,9 @@ def export_davis_sequence(
     annotations = davis_root / "Annotations" / "480p" / seq
     images.mkdir(parents=True, exist_ok=True)
     annotations.mkdir(parents=True, exist_ok=True)
-    palette = davis_palette()
     for t, (frame, mask) in enumerate(zip(frames_THWC, masks_THW, strict=True)):
         Image.fromarray(frame).save(images / f"{t:05d}.jpg", quality=95)
-        png = Image.fromarray(mask)
-        png.putpalette(palette)  # an 8-bit image with a palette becomes a "P" image, values kept
-        png.save(annotations / f"{t:05d}.png")
+        write_mask(annotations / f"{t:05d}.png", mask)  # palette PNG with the DAVIS (VOC) colours
 
 
 def write_davis_imageset(davis_root: str | Path, seqs: Sequence[str]) -> None:

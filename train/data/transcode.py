@@ -20,8 +20,8 @@ from pathlib import Path
 import av
 from av.video.frame import PictureType
 
-from train.data.index import list_video_files
-from train.data.video_io import CODECS, suffix_for
+from train.data.index import list_video_files, short_error
+from train.data.video_io import codec_spec, suffix_for
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def output_size(width: int, height: int, short_side: int | None) -> tuple[int, i
 
 def transcode_file(src: str | Path, dst: str | Path, settings: TranscodeSettings) -> dict:
     """Re-encode `src` into `dst` (written beside it, then renamed) -> {frames, width, height, fps}."""
-    spec = CODECS.get(settings.codec)
-    if spec is None:
-        raise ValueError(f"codec must be one of {sorted(CODECS)}, got {settings.codec!r}")
+    spec = codec_spec(settings.codec)
     crf = spec.default_crf if settings.crf is None else settings.crf
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +143,7 @@ def transcode_tree(
             try:
                 info = future.result()
             except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
-                failed.append((src.name, str(err).splitlines()[0][:200] if str(err) else type(err).__name__))
+                failed.append((src.name, short_error(err)))
                 log.warning("[%d/%d] %s failed: %s", k, len(todo), src.name, failed[-1][1])
                 continue
             done.append(str(todo[src]))

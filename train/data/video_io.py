@@ -96,10 +96,11 @@ _X265_MIN_WIDTH = 64
 
 def suffix_for(codec: str) -> str:
     """The default container suffix of `codec` (h264/hevc -> .mp4, vp9 -> .webm, mjpeg -> .avi)."""
-    return _codec_spec(codec).suffixes[0]
+    return codec_spec(codec).suffixes[0]
 
 
-def _codec_spec(codec: str) -> CodecSpec:
+def codec_spec(codec: str) -> CodecSpec:
+    """The `CodecSpec` of `codec`; ValueError naming the choices for an unknown one."""
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
     return CODECS[codec]
@@ -135,7 +136,7 @@ def write_video(
     file appears under its name only once complete (written beside it, then renamed).
     """
     path = Path(path)
-    spec = _codec_spec(codec)
+    spec = codec_spec(codec)
     _check_frames(frames_THWC_uint8)
     if path.suffix.lower() not in spec.suffixes:
         raise ValueError(f"{codec} video {path.name!r} needs one of the suffixes {list(spec.suffixes)}")
