@@ -292,8 +292,7 @@ def test_sample_patch_transforms_exact_window_without_jitter_and_determinism() -
         sample_patch_transforms(motion, _gen(0), top=50)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu  # skipped, and listed as skipped, without a GPU (tests/conftest.py)
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_cuda_autocast_and_generator(half: torch.dtype) -> None:
     x = torch.randn(4, 16, 30, 30, generator=_gen(28)).cuda() + 0.2

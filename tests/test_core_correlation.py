@@ -321,8 +321,7 @@ def test_autocast_cpu_bf16() -> None:
     assert torch.isfinite(nn.float()).all() and w.dtype == torch.float32
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu  # skipped, and listed as skipped, without a GPU (tests/conftest.py)
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_cuda_chunked_equals_direct_and_autocast(half: torch.dtype) -> None:
     q = _rand(1, 300, 64, seed=32, dtype=torch.float32).cuda()
