@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +44,16 @@ class ClipSpec:
     def min_length(self) -> int:
         """The shortest video that yields a clip without padding."""
         return max(self.offsets) + 1 if self.mode == "offsets" else self.num_steps
+
+
+def with_context(steps_T: np.ndarray, context_steps: int, context_stride: int) -> np.ndarray:
+    """Each step preceded by its causal context frames, clipped at 0, step-major -> int64 [T * K].
+
+    [t0 - (K-1) s, ..., t0 - s, t0, t1 - (K-1) s, ..., t1, ...]: the training sampler's clips and
+    TCC's evaluation embed frames with the same context.
+    """
+    back_K = context_stride * np.arange(context_steps - 1, -1, -1, dtype=np.int64)
+    return np.maximum(np.asarray(steps_T, dtype=np.int64)[:, None] - back_K[None, :], 0).reshape(-1)
 
 
 Batch = Mapping[str, torch.Tensor]

@@ -28,6 +28,7 @@ from torch import nn
 
 from core.backbones import IMAGENET_MEAN, IMAGENET_STD
 from core.config import from_dict
+from core.method import with_context
 from core.runfiles import load_state_dict_strict, read_method_config, resolve_run
 from tcc.config import Config
 from tcc.metrics import (
@@ -54,9 +55,9 @@ BASELINES = ("random-init",)
 
 def context_indices(num_frames: int, context_steps: int, context_stride: int) -> np.ndarray:
     """Frame indices embedded for each step t: t - (K-1) s, ..., t - s, t, clipped at 0 -> int64 [T, K]
-    (the training sampler's causal context, train/data/sampling.py `with_context`)."""
-    back_K = context_stride * np.arange(context_steps - 1, -1, -1, dtype=np.int64)
-    return np.maximum(np.arange(num_frames, dtype=np.int64)[:, None] - back_K[None, :], 0)
+    (the training sampler's causal context: `core.method.with_context`)."""
+    flat = with_context(np.arange(num_frames), context_steps, context_stride)
+    return flat.reshape(num_frames, context_steps)
 
 
 def embed_video(

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from core.method import ClipSpec
+from core.method import ClipSpec, with_context
 
 ShortVideos = Literal["skip", "pad"]
 
@@ -61,15 +61,6 @@ def stride_steps(rng: np.random.Generator, length: int, num_steps: int, stride: 
     max_offset = max(length - stride * (num_steps - 1), 1)
     offset = int(rng.integers(0, max_offset))
     return np.minimum(offset + stride * np.arange(num_steps, dtype=np.int64), length - 1)
-
-
-def with_context(steps_T: np.ndarray, context_steps: int, context_stride: int) -> np.ndarray:
-    """Each step preceded by its causal context frames, clipped at 0, step-major -> int64 [T * K].
-
-    [t0 - (K-1) s, ..., t0 - s, t0, t1 - (K-1) s, ..., t1, ...]
-    """
-    back_K = context_stride * np.arange(context_steps - 1, -1, -1, dtype=np.int64)
-    return np.maximum(steps_T[:, None] - back_K[None, :], 0).reshape(-1)
 
 
 def sample_clip(
