@@ -25,6 +25,8 @@ import torch
 import torchvision
 from torch import nn
 
+from core.runfiles import summary
+
 log = logging.getLogger(__name__)
 
 # The per-channel normalisation of the ImageNet-trained torchvision ResNets (RGB, pixels in [0, 1]):
@@ -90,12 +92,6 @@ def set_channels_last(model: nn.Module, enabled: bool = True) -> int:
     return len(trunks)
 
 
-def _summarise(keys: set[str], limit: int = 8) -> str:
-    shown = sorted(keys)[:limit]
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(shown) + more
-
-
 def _load_weights(trunk: ResNetTrunk, full_keys: set[str], path: str, name: str, cut: str) -> None:
     """Strict load of the kept layers from a torchvision-keyed state dict; keys of the layers the cut
     drops (layer4, fc, the rest of layer3) are ignored, anything else must match exactly."""
@@ -113,8 +109,8 @@ def _load_weights(trunk: ResNetTrunk, full_keys: set[str], path: str, name: str,
     unexpected = set(state) - full_keys
     if missing or unexpected:
         parts = [
-            f"missing keys: {_summarise(missing)}" if missing else "",
-            f"unexpected keys: {_summarise(unexpected)}" if unexpected else "",
+            f"missing keys: {summary(sorted(missing), 8)}" if missing else "",
+            f"unexpected keys: {summary(sorted(unexpected), 8)}" if unexpected else "",
         ]
         raise ValueError(
             f"weights {path} do not fit {name} cut {cut!r} (torchvision key names expected); "
@@ -124,7 +120,7 @@ def _load_weights(trunk: ResNetTrunk, full_keys: set[str], path: str, name: str,
     if wrong:
         k = sorted(wrong)[0]
         raise ValueError(
-            f"weights {path} have wrong shapes for {name} cut {cut!r}: {_summarise(wrong)} "
+            f"weights {path} have wrong shapes for {name} cut {cut!r}: {summary(sorted(wrong), 8)} "
             f"(e.g. {k}: file {list(state[k].shape)}, model {list(kept[k].shape)})"
         )
     trunk.load_state_dict({k: state[k] for k in kept}, strict=True)

@@ -8,7 +8,7 @@ contract (`core.method`). Like `core.config`, this module reads files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,25 @@ def resolve_run(spec: str) -> tuple[Path, Path | None]:
     return path, run_config if inside_run else None
 
 
+def weights_and_config(
+    weights: str | None, config: str | Path | None
+) -> tuple[Path | None, str | Path | None]:
+    """An evaluator's --weights PATH_OR_RUN and --config FILE -> (weights file or None, the config that
+    gives the model's shape or None). A weights file outside a run needs --config."""
+    path, run_config = resolve_run(weights) if weights else (None, None)
+    config = config or run_config
+    if path is not None and config is None:
+        raise ValueError(f"--weights {weights}: no run config.yaml beside it; pass --config FILE")
+    return path, config
+
+
+def build_seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """`build()` under torch.manual_seed(seed), leaving the global RNG as it was (a fixed baseline)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def read_method_config(path: str | Path, method: str, cls: type[T]) -> T:
     """The `<method>:` section of a config file (a run's config.yaml, or any config with `extends`)
     as a checked `cls`. Raises ConfigError naming the key and file for anything that does not fit."""
@@ -58,7 +77,8 @@ def read_method_config(path: str | Path, method: str, cls: type[T]) -> T:
     return from_dict(cls, raw.data.get(method) or {}, raw.where, f"{method}.")
 
 
-def _summary(items: Sequence[str], limit: int = 6) -> str:
+def summary(items: Sequence[str], limit: int = 6) -> str:
+    """`a, b, c and 4 more`: the first `limit` items of a list for an error message."""
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
 
@@ -81,7 +101,7 @@ def load_state_dict_strict(model: nn.Module, source: str | Path | dict[str, Any]
         if state[k].shape != expected[k].shape
     ]
     problems = [
-        f"{kind}: {_summary(keys)}"
+        f"{kind}: {summary(keys)}"
         for kind, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes))
         if keys
     ]

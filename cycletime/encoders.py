@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.runfiles import load_state_dict_strict, read_method_config, resolve_run
+from core.runfiles import (
+    build_seeded,
+    load_state_dict_strict,
+    read_method_config,
+    weights_and_config,
+)
 from cycletime.config import Config
 from cycletime.model import build_encoder
 from cycletime.propagation import IMAGENET_MEAN, IMAGENET_STD, STRIDE
@@ -64,16 +69,11 @@ def load_encoder(
         raise ValueError(f"--baseline {baseline!r} is unknown; use one of {BASELINES}")
     if (baseline is None) == (weights is None):
         raise ValueError("give --weights PATH_OR_RUN or --baseline lab|random-init (one of them)")
-    path, run_config = resolve_run(weights) if weights else (None, None)
-    config = config or run_config
+    path, config = weights_and_config(weights, config)
     cfg = read_method_config(config, "cycletime", Config) if config else Config()
     if baseline == "lab":
         return LabEncoder(), cfg
-    if path is not None and config is None:
-        raise ValueError(f"--weights {weights}: no run config.yaml beside it; pass --config FILE")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        encoder = build_encoder(cfg)
+    encoder = build_seeded(lambda: build_encoder(cfg), RANDOM_INIT_SEED)
     if path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if any(k.startswith("encoder.") for k in state):  # the whole model: keep the encoder's part

@@ -29,7 +29,13 @@ from torch import nn
 from core.backbones import IMAGENET_MEAN, IMAGENET_STD
 from core.config import from_dict
 from core.method import with_context
-from core.runfiles import load_state_dict_strict, read_method_config, resolve_run
+from core.runfiles import (
+    build_seeded,
+    load_state_dict_strict,
+    read_method_config,
+    resolve_run,
+    weights_and_config,
+)
 from tcc.config import Config
 from tcc.metrics import (
     align_to_reference,
@@ -285,9 +291,7 @@ def load_model(cfg: Config, weights: str | Path | None = None, baseline: str | N
     # and the random-init baseline is random by definition.
     cfg = dataclasses.replace(cfg, weights=None)
     if baseline is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            return Embedder(cfg)
+        return build_seeded(lambda: Embedder(cfg), RANDOM_INIT_SEED)
     model = Embedder(cfg)
     load_weights(model, weights)
     return model
@@ -319,10 +323,7 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 def _run(args: argparse.Namespace) -> tuple[dict[str, float], Path]:
-    weights, run_config = resolve_weights(args.weights) if args.weights else (None, None)
-    config_path = args.config or run_config
-    if config_path is None and weights is not None:
-        raise ValueError(f"--weights {args.weights}: no run config.yaml beside it; pass --config FILE")
+    weights, config_path = weights_and_config(args.weights, args.config)
     cfg = load_tcc_config(config_path) if config_path else Config()
     overrides = {"videos": args.videos, "labels": args.labels, "warps": args.warps}
     overrides |= {"stride": args.stride, "size": args.size, "max_videos": args.max_videos}
