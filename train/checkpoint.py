@@ -112,9 +112,10 @@ def save(
         tmp = ckpt_dir / f".{LATEST}.tmp"
         tmp.write_text(tag + "\n")
         os.replace(tmp, ckpt_dir / LATEST)  # atomic: readers see the old or the new tag, never half
-        for old in complete_tags(ckpt_dir)[:-keep_last]:
+        tags = complete_tags(ckpt_dir)
+        for old in tags[:-keep_last]:
             shutil.rmtree(ckpt_dir / old, ignore_errors=True)
-        log.info("checkpoint %s saved (%d kept)", tag, min(keep_last, len(complete_tags(ckpt_dir))))
+        log.info("checkpoint %s saved (%d kept)", tag, min(keep_last, len(tags)))
     barrier()
     return tag
 

@@ -344,7 +344,8 @@ class Trainer:
             return {}
         scores: dict[str, float] = {}
         if self.dist.is_main:
-            out_dir = self.run_dir / "eval" / f"step_{step:08d}"
+            sub = f"eval/{checkpoint.tag_for(step)}"
+            out_dir = self.run_dir / sub
             self.engine.module.eval()
             with torch.no_grad(), self._autocast():
                 scores = self.spec.evaluate(self.engine.module, self.mcfg, str(out_dir))
@@ -353,7 +354,7 @@ class Trainer:
                 self.tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step)
                 log.info("evaluation at step %d: %s", step, scores)
                 for path in sorted(out_dir.glob("*.json")):
-                    self.tracker.log_artifact(path, f"eval/step_{step:08d}")
+                    self.tracker.log_artifact(path, sub)
         barrier()
         return scores
 
