@@ -11,6 +11,8 @@ of the clips, after resize, crop and normalisation, on the loader's device), aft
 Clip kinds: CycleTime (6 frames: offsets 0,2,4,6,15,17; short side 256, crop 240) and TCC (20 steps x 2
 context frames = 40 frames over the whole video; short side 224, crop 224).
 Decoders: nvdec (GPU only), pyav (CPU decode, augmentation on the loader's device), dali-cpu (VP9 only).
+NVDEC rows of H.264 CycleTime clips come per `--nvdec-readers` value: the sequence reader with that many
+pipelines (`nvdec-reader xN`, train/data/sequence_reader.py), or 0: DALI's per-sample decoder.
 Ratios printed: NVDEC over PyAV on the same H.264 files, and CycleTime clips/s over the clips/s one GPU's
 training step consumes (`--train-clips-per-s`; default 125.5: the original CycleTime code at batch 32 on
 one H100, from ANCHORS.md).
@@ -60,6 +62,7 @@ class Row:
     clip: str
     batch: int
     threads: int
+    readers: int = 0  # NVDEC sequence-reader pipelines (0: DALI's per-sample decoder); nvdec rows only
     clips_per_s: float = 0.0
     frames_per_s: float = 0.0
     batches: int = 0
@@ -94,6 +97,7 @@ def measure(index, row: Row, device: torch.device, seconds: float, cache_dir: Pa
         short_side=short_side,
         crop=crop,
         decoder=row.decoder,
+        nvdec_readers=row.readers,
         threads=row.threads,
         prefetch=2,
         short_videos="pad",
@@ -131,26 +135,36 @@ def measure(index, row: Row, device: torch.device, seconds: float, cache_dir: Pa
 
 def format_rows(rows: list[Row], train_clips_per_s: float) -> str:
     names = ("size", "codec", "gop", "decoder", "clip", "batch", "clips/s", "frames/s")
-    lines = ["{:>5} {:<5} {:>3} {:<9} {:<9} {:>5} {:>9} {:>9}".format(*names)]
+    lines = ["{:>5} {:<5} {:>3} {:<18} {:<9} {:>5} {:>9} {:>9}".format(*names)]
     for r in rows:
         result = f"{r.clips_per_s:9.1f} {r.frames_per_s:9.1f}" if not r.error else f"  {r.error}"
-        lines.append(f"{r.size:>5} {r.codec:<5} {r.gop:>3} {r.decoder:<9} {r.clip:<9} {r.batch:>5} {result}")
+        name = _name(r)
+        lines.append(f"{r.size:>5} {r.codec:<5} {r.gop:>3} {name:<18} {r.clip:<9} {r.batch:>5} {result}")
     lines.append("")
     for (size, codec, clip), by_decoder in _group(rows).items():
-        nvdec, pyav = by_decoder.get("nvdec"), by_decoder.get("pyav")
-        if nvdec and pyav:
-            lines.append(f"{size}p {codec} {clip}: NVDEC / PyAV = {nvdec / pyav:.1f}x per process")
-        if clip == "cycletime" and nvdec:
-            ratio = nvdec / train_clips_per_s
-            lines.append(f"{size}p {codec} cycletime: NVDEC clips/s / training clips/s = {ratio:.2f}x")
+        pyav = by_decoder.get("pyav")
+        nvdec = {name: v for name, v in by_decoder.items() if name.startswith("nvdec")}
+        for name, value in nvdec.items():
+            if pyav:
+                lines.append(f"{size}p {codec} {clip}: {name} / PyAV = {value / pyav:.1f}x per process")
+            if clip == "cycletime":
+                ratio = value / train_clips_per_s
+                lines.append(f"{size}p {codec} cycletime: {name} clips/s / training clips/s = {ratio:.2f}x")
     return "\n".join(lines)
+
+
+def _name(r: Row) -> str:
+    """nvdec rows say which NVDEC path ran: the sequence reader (with its pipelines) or per sample."""
+    if r.decoder != "nvdec":
+        return r.decoder
+    return f"nvdec-reader x{r.readers}" if r.readers else "nvdec-per-sample"
 
 
 def _group(rows: list[Row]) -> dict:
     groups: dict = {}
     for r in rows:
         if not r.error:
-            groups.setdefault((r.size, r.codec, r.clip), {})[r.decoder] = r.clips_per_s
+            groups.setdefault((r.size, r.codec, r.clip), {})[_name(r)] = r.clips_per_s
     return groups
 
 
@@ -168,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
     parser.add_argument("--batch", type=int, nargs=2, default=[16, 4], help="batch of cycletime, tcc")
     parser.add_argument("--threads", type=int, default=4, help="decoder threads of the one loader")
+    parser.add_argument(
+        "--nvdec-readers",
+        type=int,
+        nargs="+",
+        default=[4, 1, 0],
+        help="NVDEC variants of CycleTime rows: sequence-reader pipelines (0: DALI's per-sample decoder)",
+    )
     parser.add_argument("--seconds", type=float, default=2.5, help="timed duration of each row")
     parser.add_argument("--budget", type=float, default=170.0, help="rows left when this is spent: skipped")
     parser.add_argument("--max-videos", type=int, default=0, help="use the first N source videos (0: all)")
@@ -197,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             for clip_name, batch in zip(CLIPS, args.batch, strict=True):
                 if clip_name not in args.clips:
                     continue
-                for decoder in DECODERS[codec]:
+                for decoder, readers in _variants(codec, clip_name, args.nvdec_readers):
                     if decoder == "nvdec" and device.type != "cuda":
                         continue
-                    row = Row(size, codec, args.gop, decoder, clip_name, batch, args.threads)
+                    row = Row(size, codec, args.gop, decoder, clip_name, batch, args.threads, readers)
                     if time.perf_counter() - start > args.budget:
                         row.error = f"skipped: the {args.budget:.0f}s budget is spent"
                     else:
@@ -214,6 +235,20 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"machine": _machine(device), "args": vars(args), "rows": [asdict(r) for r in rows]}
         Path(args.json).write_text(json.dumps(payload, indent=1))
     return 0
+
+
+def _variants(codec: str, clip: str, nvdec_readers: list[int]) -> list[tuple[str, int]]:
+    """(decoder, sequence-reader pipelines) rows for one codec and clip kind.
+
+    The sequence reader serves H.264 CycleTime clips only; TCC clips and VP9 decode per sample.
+    """
+    rows = []
+    for decoder in DECODERS[codec]:
+        if decoder == "nvdec" and clip == "cycletime" and codec == "h264":
+            rows += [(decoder, r) for r in nvdec_readers]
+        else:
+            rows.append((decoder, 0))
+    return rows
 
 
 def _machine(device: torch.device) -> str:

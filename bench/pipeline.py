@@ -1,7 +1,7 @@
 """Does the GPU wait for data? The same training step fed by the real video pipeline and by tensors
 already on the device, side by side in one run.
 
-    python bench/pipeline.py --method cycletime --data DIR [--batch 32] [--steps 40] [--json OUT]
+    python bench/pipeline.py --method cycletime --data DIR [--batch 32] [--mode compiled] [--steps 40]
 
 The real path is the trainer's: dataset index, sampler, DALI (NVDEC on a GPU), augmentation, batch.
 Reported: clips/s both ways, and the data-wait fraction: the share of wall time the step loop spent
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("cycletime", "tcc"), default="cycletime")
     parser.add_argument("--data", required=True, help="folder of training videos (e.g. DAVIS-2016 train)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--mode", default="compiled", choices=("fast", "compiled"), help="step of bench/step.py to feed"
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--json", default=None)
@@ -39,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     dist = init_distributed()
     if dist.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    overrides = [*mode_overrides(args.method, "fast", args.batch), f"data.root={args.data}", *args.overrides]
+    overrides = [
+        *mode_overrides(args.method, args.mode, args.batch),
+        f"data.root={args.data}",
+        *args.overrides,
+    ]
     step = make_step(args.method, overrides, dist)
 
     on_device = synthetic_batch(step.cfg, step.spec, dist.device, step.gen)
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         {"feed": f"video pipeline ({loader.decoder})", **real, "wait": waited / total},
     ]
-    print(f"{args.method} step (fast path, batch {args.batch}) on {machine(dist.device)}, data {args.data}")
+    print(f"{args.method} step ({args.mode}, batch {args.batch}) on {machine(dist.device)}, data {args.data}")
     print(
         table(
             rows,

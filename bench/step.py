@@ -8,6 +8,8 @@ Modes (same model, same loss, same DeepSpeed engine and Adam; inputs already on 
 - reference: as the original code runs: fp32 (convolutions in TF32, PyTorch's default, as upstream
   measured), NCHW, CycleTime's tracker in upstream's per-cycle order.
 - fast: the framework's defaults: bf16 autocast, channels_last, the batched tracker schedule.
+- compiled (`--modes reference,fast,compiled`): fast + `trainer.compile` (torch.compile of the whole
+  model, Inductor's default mode), which fuses the encoder's BatchNorm/ReLU/add chains.
 Reported: step time, clips/s, peak memory, FLOPs per step (PyTorch's counter plus bilinear sampling),
 achieved TFLOP/s, and MFU against a bf16 matrix multiply measured on the same device in the same run.
 MFU uses the fast mode's FLOP count for every mode (the work the step needs, not what a mode wastes).
@@ -46,15 +48,17 @@ from train.engine import DTYPES, build_engine, init_distributed
 from train.methods import load_method
 
 MODES: dict[str, list[str]] = {
-    "reference": ["trainer.precision=fp32", "trainer.channels_last=false"],
-    "fast": ["trainer.precision=bf16", "trainer.channels_last=true"],
+    "reference": ["trainer.precision=fp32", "trainer.channels_last=false", "trainer.compile=false"],
+    "fast": ["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=false"],
+    "compiled": ["trainer.precision=bf16", "trainer.channels_last=true", "trainer.compile=true"],
 }
 METHOD_MODES: dict[str, dict[str, list[str]]] = {
     "cycletime": {
         "reference": ["cycletime.tracker_schedule=per_cycle", "cycletime.patch_source=image"],
         "fast": ["cycletime.tracker_schedule=batched", "cycletime.patch_source=image"],
+        "compiled": ["cycletime.tracker_schedule=batched", "cycletime.patch_source=image"],
     },
-    "tcc": {"reference": [], "fast": []},
+    "tcc": {"reference": [], "fast": [], "compiled": []},
 }
 
 
@@ -99,6 +103,8 @@ def make_step(method: str, overrides: list[str], dist: Any) -> Step:
     model = spec.build_model(cfg.method_cfg, cfg.data.crop).to(dist.device)
     if cfg.trainer.channels_last and dist.device.type == "cuda":
         set_channels_last(model)
+    if cfg.trainer.compile:
+        model.compile()  # in place, as the trainer does
     engine = build_engine(model, cfg, dist)
     gen = torch.Generator(device=dist.device).manual_seed(0)
     return Step(cfg, spec, engine, gen, DTYPES[cfg.trainer.precision])
@@ -128,7 +134,8 @@ def profile_steps(step: Any, device: torch.device, out: Path, steps: int = 3, to
 def run_mode(method: str, mode: str, batch: int, args: argparse.Namespace, dist: Any) -> dict[str, Any]:
     step = make_step(method, mode_overrides(method, mode, batch) + args.overrides, dist)
     batch_in = synthetic_batch(step.cfg, step.spec, dist.device, step.gen)
-    flops = count_flops(lambda: step.forward_loss(batch_in).backward())
+    # The compiled mode does the fast mode's work; counting under torch.compile would trace it twice.
+    flops = count_flops(lambda: step.forward_loss(batch_in).backward()) if mode != "compiled" else 0
     step.engine.zero_grad()
     timing = time_steps(lambda: step(batch_in), dist.device, batch, args.warmup, args.steps)
     if args.profile:
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch", default=None, help="clips per GPU, comma-separated (default: cycletime 9,32; tcc 2)"
     )
-    parser.add_argument("--modes", default="reference,fast")
+    parser.add_argument("--modes", default="reference,fast,compiled")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", default=None, help="write the results here")

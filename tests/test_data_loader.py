@@ -35,7 +35,7 @@ TCC_UNIFORM = ClipSpec(
 TCC_STRIDE = ClipSpec(
     mode="spread", num_steps=4, sampling="stride", stride=5, context_steps=2, context_stride=3
 )
-SUFFIX = {"h264": ".mp4", "vp9": ".webm"}
+SUFFIX = {"h264": ".mp4", "hevc": ".mp4", "vp9": ".webm"}
 
 
 def smooth_frames(T: int, seed: int, hw: tuple[int, int] = (H, W)) -> np.ndarray:
@@ -338,15 +338,22 @@ def test_missing_root_is_generated(tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("codec", ["h264", "vp9"])
-def test_nvdec_matches_the_cpu_decoders(tmp_path: Path, codec: str) -> None:
-    # NVDEC's VP9 needs at least 128x128 frames (smaller files are routed to PyAV up front).
-    hw = (128, 160) if codec == "vp9" else (H, W)
+@pytest.mark.parametrize(
+    ("codec", "readers"),
+    [("h264", 4), ("h264", 0)],
+    ids=["h264-sequence-reader", "h264-per-sample"],
+)
+def test_nvdec_matches_the_cpu_decoders(tmp_path: Path, codec: str, readers: int) -> None:
+    # Only H.264 goes to NVDEC (train/data/decoders.py says why: VP9 and HEVC returned wrong frames).
+    hw = (H, W)
     written = make_dataset(tmp_path, [codec] * 3, [30, 24, 36], hw=hw)
-    cfg = data_cfg(tmp_path, short_side=hw[0], decoder="nvdec")  # no resize: compare with the frames written
+    # No resize: compare with the frames written. The CPU side decodes with PyAV / DALI's CPU decoder.
+    cfg = data_cfg(tmp_path, short_side=hw[0], decoder="nvdec", nvdec_readers=readers)
     gpu = build_loader(cfg, CYCLETIME, rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
-    with gpu, loader_for(cfg, CYCLETIME) as cpu:
+    with gpu, loader_for(dataclasses.replace(cfg, decoder="auto"), CYCLETIME) as cpu:
         assert gpu.decoder == "nvdec"
+        # readers=0 decodes per sample (DALI's `decoders.video`).
+        assert (gpu._reader is not None) == (readers > 0)
         for b, (a, c) in enumerate(zip(gpu.epoch_iter(), cpu.epoch_iter(), strict=True)):
             assert a["frames"].device.type == "cuda" and a["frame_idx"].device.type == "cuda"
             assert torch.equal(a["frame_idx"].cpu(), c["frame_idx"])
@@ -356,14 +363,58 @@ def test_nvdec_matches_the_cpu_decoders(tmp_path: Path, codec: str) -> None:
     assert stats["videos_rerouted_to_pyav"] == 0 and stats["samples_dali"] > 0  # NVDEC did decode them
 
 
-def test_files_below_nvdecs_minimum_size_go_to_pyav(tmp_path: Path) -> None:
-    """Seen on an H200: NVDEC refuses VP9 below 128x128 at run time; such files are routed up front."""
+@pytest.mark.gpu
+def test_auto_decodes_with_nvdec_where_the_sequence_reader_serves(tmp_path: Path) -> None:
+    make_dataset(tmp_path, ["h264"] * 2, [30, 36])
+    cfg = data_cfg(tmp_path, decoder="auto")
+    for clip, decoder in ((CYCLETIME, "nvdec"), (TCC_STRIDE, "pyav")):
+        with build_loader(
+            cfg, clip, rank=0, world_size=1, local_rank=0, device=torch.device("cuda")
+        ) as loader:
+            assert loader.decoder == decoder and (loader._reader is not None) == (decoder == "nvdec")
+            assert next(iter(loader))["frames"].device.type == "cuda"
+
+
+@pytest.mark.gpu
+def test_nvdec_sequence_reader_crosses_chunks_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    """Chunks of one batch over 2 reader pipelines, two epochs; a resumed loader continues mid-epoch."""
+    from train.data import sequence_reader
+
+    monkeypatch.setattr(sequence_reader, "CHUNK_BATCHES", 3)
+    written = make_dataset(tmp_path, ["h264"] * 4, [40, 24, 36, 60])
+    cfg = data_cfg(tmp_path, decoder="nvdec", nvdec_readers=2)
+
+    def gpu_loader() -> VideoLoader:
+        return build_loader(cfg, CYCLETIME, rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+
+    with gpu_loader() as loader:
+        assert loader._reader is not None and loader.batches_per_epoch > 3
+        stream = iter(loader)
+        batches = [next(stream) for _ in range(loader.batches_per_epoch + 2)]  # into epoch 1
+        state_at = {}
+        for i, batch in enumerate(batches):
+            epoch, b = divmod(i, loader.batches_per_epoch)
+            check_batch_pixels(
+                loader, {k: v.cpu() for k, v in batch.items()}, loader.plan(epoch).batch(b), written, tol=8
+            )
+            state_at[i] = {"epoch": epoch, "batch": b}
+    with gpu_loader() as resumed:
+        resumed.load_state_dict({**loader.state_dict(), **state_at[2]})
+        stream = iter(resumed)
+        for want in batches[2:5]:
+            got = next(stream)
+            assert torch.equal(got["frame_idx"].cpu(), want["frame_idx"].cpu())
+            assert torch.equal(got["frames"], want["frames"])
+
+
+def test_files_nvdec_cannot_take_go_to_pyav(tmp_path: Path) -> None:
+    """Routed up front: everything but H.264 (train/data/decoders.py: VP9 and HEVC gave wrong frames on
+    an H200's NVDEC), and H.264 below NVDEC's 48x16 minimum."""
     from train.data.decoders import route
     from train.data.index import build_index
 
-    make_dataset(tmp_path / "small", ["vp9", "h264"], [12, 12])
-    make_dataset(tmp_path / "large", ["vp9"], [12], hw=(128, 160))
-    small = build_index(tmp_path / "small").videos
-    large = build_index(tmp_path / "large").videos
-    assert route(small, "nvdec", on_gpu=True) == ["pyav" if v.codec == "vp9" else "nvdec" for v in small]
-    assert route(large, "nvdec", on_gpu=True) == ["nvdec"]
+    make_dataset(tmp_path / "mixed", ["vp9", "hevc", "h264"], [12, 12, 12], hw=(144, 176))
+    make_dataset(tmp_path / "tiny", ["h264"], [12], hw=(16, 32))
+    mixed = build_index(tmp_path / "mixed").videos
+    assert route(mixed, "nvdec", on_gpu=True) == ["nvdec" if v.codec == "h264" else "pyav" for v in mixed]
+    assert route(build_index(tmp_path / "tiny").videos, "nvdec", on_gpu=True) == ["pyav"]

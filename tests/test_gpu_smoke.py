@@ -7,6 +7,7 @@ relaunch resumes from the checkpoint, and MLflow holds exactly one run with the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.gpu
 
 STEPS = {"cycletime": 60, "tcc": 60}
+RUN_TIMEOUT_S = 300
 
 
 def train(workdir: Path, method: str, steps: int) -> str:
@@ -37,8 +39,16 @@ def train(workdir: Path, method: str, steps: int) -> str:
         f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
+    env["PYTHONFAULTHANDLER"] = "1"  # a run stuck past the timeout prints every thread's stack on SIGABRT
+    proc = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, _ = proc.communicate()
+        pytest.fail(f"train/run.py did not finish in {RUN_TIMEOUT_S}s; its stacks:\n{out[-8000:]}")
     assert proc.returncode == 0, out[-5000:]
     return out
 

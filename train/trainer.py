@@ -82,6 +82,8 @@ class Trainer:
         model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
         if cfg.trainer.channels_last and self.dist.device.type == "cuda":
             set_channels_last(model)
+        if cfg.trainer.compile:
+            model.compile()  # in place: parameter names (checkpoints, exported weights) stay the same
         self.signature = checkpoint.model_signature(model)
         self.engine = build_engine(model, cfg, self.dist)
         self.compute_dtype = DTYPES[cfg.trainer.precision]

@@ -3,14 +3,18 @@
 `data.decoder` names a preference; a file the preferred decoder cannot take goes through PyAV
 (which decodes everything the index accepts), and the loader logs how many files each decoder got.
 
-`auto` picks PyAV on GPU machines (decoding on the CPU, augmentation on the GPU) and DALI's CPU decoder
-(VP8/VP9/MJPEG) on CPU-only ones. Measured on an H200 (bench/data.py, 12 DAVIS videos, GOP 8, one
-process): NVDEC through DALI's `decoders.video` delivered 9.3 CycleTime clips/s at 256p against
-PyAV's 53.3 with 4 threads; it sets a decoder up per sample. `decoder: nvdec` still selects it.
+`auto` on a GPU machine: NVDEC through DALI's sequence reader where it serves (CycleTime-style clips of
+H.264/HEVC files, see `sequence_reader.py`; the loader decides), else PyAV (decoding on the CPU,
+augmentation on the GPU); on CPU-only machines DALI's CPU decoder (VP8/VP9/MJPEG), else PyAV. Measured
+on an H200 (bench/data.py, 12 DAVIS videos at 256p, GOP 8, one process, CycleTime clips): sequence
+reader with 4 pipelines 342 clips/s, PyAV with 4 threads 51.5, DALI's per-sample NVDEC decoder 16.4
+(one NVDEC set-up per clip: what TCC's whole-video clips get with `decoder: nvdec`).
 
-- NVDEC (DALI device="mixed"): H.264, HEVC, VP8, VP9, MJPEG, 8-bit 4:2:0 only (Hopper's NVDEC has
-  no H.264 4:4:4, e.g. /work/shared/data/videos/openfield-mouse.mp4), and not below its minimum frame
-  size per codec (seen on an H200: "VP9 ... 64x48 vs supported: 128x128").
+- NVDEC (DALI device="mixed"): H.264 only, 8-bit 4:2:0 (Hopper's NVDEC has no H.264 4:4:4, e.g.
+  /work/shared/data/videos/openfield-mouse.mp4), at least 48x16. H.264 is the codec whose frames
+  matched the CPU decoders on an H200 (tests/test_data_loader.py, `pytest -m gpu`); there DALI's NVDEC
+  paths returned frame 4 where frame 9 was asked for, for VP9 (per-sample decoder, 128x160 webm) and
+  for HEVC (sequence reader, 144x176 mp4), so those go to PyAV (and DALI's CPU decoder for VP9 on CPUs).
 - DALI CPU decoder (device="cpu"): VP8, VP9, MJPEG only (DALI 2.x dropped H.264/HEVC on the CPU).
 - PyAV (`cpu_decode.py`): any codec FFmpeg decodes; frames are fed into the same DALI pipeline.
 """
@@ -25,11 +29,11 @@ from train.data.index import VideoEntry
 
 Decoder = Literal["nvdec", "dali-cpu", "pyav"]
 
-NVDEC_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "mjpeg"})
+NVDEC_CODECS = frozenset({"h264"})
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 # NVDEC's smallest frame (width, height) per codec (NVIDIA Video Codec SDK capabilities); smaller files
 # would fail at run time, so they go to PyAV up front.
-NVDEC_MIN_WH = {"h264": (48, 16), "hevc": (144, 144), "vp8": (48, 16), "vp9": (128, 128), "mjpeg": (64, 64)}
+NVDEC_MIN_WH = {"h264": (48, 16)}
 # 8-bit 4:2:0 as the decoders report it (yuvj420p: MJPEG's full-range variant).
 PLAIN_420 = frozenset({"yuv420p", "yuvj420p", "nv12"})
 
@@ -47,7 +51,8 @@ def can_decode(decoder: Decoder, video: VideoEntry) -> bool:
 
 
 def preferred_decoder(requested: str, on_gpu: bool) -> Decoder:
-    """The decoder `data.decoder` asks for on this device ("auto": PyAV on a GPU, else DALI CPU)."""
+    """The decoder `data.decoder` asks for on this device per file ("auto": PyAV on a GPU, else DALI CPU;
+    the loader then moves `auto` to NVDEC where the sequence reader serves the whole dataset)."""
     if requested == "auto":
         return "pyav" if on_gpu else "dali-cpu"
     if requested == "nvdec" and not on_gpu:

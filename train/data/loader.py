@@ -39,6 +39,7 @@ from train.data.pipeline import (
 )
 from train.data.sample_source import SampleSource
 from train.data.sampling import EpochPlan, Sample, build_clip_list, epoch_plan
+from train.data.sequence_reader import SequenceReaderStream, sequence_reader_refusal
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ class VideoLoader:
             )
         on_gpu = self.device.type == "cuda"
         self._routes = decoders.route(index.videos, data_cfg.decoder, on_gpu)
+        if data_cfg.decoder == "auto" and on_gpu:
+            # NVDEC through the sequence reader beats PyAV several times (docs/data.md); elsewhere PyAV wins.
+            nvdec = decoders.route(index.videos, "nvdec", on_gpu)
+            if sequence_reader_refusal(data_cfg.nvdec_readers, clip, nvdec, index.videos, self.clips) is None:
+                self._routes = nvdec
         self._decoder_name, decoder_line = decoders.describe(index.videos, self._routes)
         self.settings = PipelineSettings(
             batch_size=data_cfg.batch_size,
@@ -117,6 +123,19 @@ class VideoLoader:
         self._in_dali: deque[_Batch] = deque()  # fed, output pending
         self._next_pos = (0, 0)
         self._unexplained_failures = 0
+        self._reader: SequenceReaderStream | None = None
+        no_reader = (
+            sequence_reader_refusal(data_cfg.nvdec_readers, clip, self._routes, index.videos, self.clips)
+            if "nvdec" in self._routes
+            else None
+        )
+        if "nvdec" in self._routes and no_reader is None:
+            self._reader = SequenceReaderStream(
+                index, self.settings, clip.offsets, data_cfg.nvdec_readers, self.plan, self.batches_per_epoch
+            )
+            decoder_line += f"; NVDEC sequence reader, {data_cfg.nvdec_readers} pipelines per rank"
+        elif no_reader is not None:
+            decoder_line += f"; DALI's per-sample NVDEC decoder ({no_reader})"
         self._log_start(decoder_line)
 
     # ---- public surface -------------------------------------------------------------------------
@@ -217,6 +236,8 @@ class VideoLoader:
     def close(self) -> None:
         """Stop the worker threads and release the pipeline."""
         self._reset()
+        if self._reader is not None:
+            self._reader.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> VideoLoader:
@@ -227,6 +248,25 @@ class VideoLoader:
 
     # ---- the stream -----------------------------------------------------------------------------
     def _next(self) -> dict[str, torch.Tensor]:
+        if self._reader is not None:
+            if self._reader.position != (self._epoch, self._batch):
+                self._reader.seek(self._epoch, self._batch)
+            try:
+                samples, frames = self._reader.next()
+            except RuntimeError as err:  # DALI reports operator failures as RuntimeError
+                # The per-sample path isolates the failing file and moves it to PyAV; nothing is lost.
+                log.warning(
+                    "data: the NVDEC sequence reader failed (%s); decoding per sample from epoch %d batch %d",
+                    dali_error_reason(err),
+                    self._epoch,
+                    self._batch,
+                )
+                self._reader.close()
+                self._reader = None
+            else:
+                self._source.count("dali", len(samples))
+                self._advance()
+                return collate(samples, frames, self._lengths, self.index.labels, self.device)
         if self._pipe is None:
             self._start()
         assert self._pipe is not None
@@ -243,11 +283,14 @@ class VideoLoader:
         self._feed(self._ahead.popleft())
         self._pipe.pipe.schedule_run()
         self._top_up()
+        self._advance()
+        return collate(batch.samples, frames, self._lengths, self.index.labels, self.device)
+
+    def _advance(self) -> None:
         self._batch += 1
         if self._batch == self.batches_per_epoch:
             self._log_epoch_end()
             self._epoch, self._batch = self._epoch + 1, 0
-        return collate(batch.samples, frames, self._lengths, self.index.labels, self.device)
 
     def _start(self) -> None:
         self._pipe = ClipPipeline(self.settings)

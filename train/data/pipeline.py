@@ -140,18 +140,7 @@ def _build(settings: PipelineSettings) -> Pipeline:
             frames = dali_decode(x["encoded"], x["frame_idx"])
         else:
             frames = x["decoded"].gpu() if on_gpu else x["decoded"]
-        frames = fn.resize(frames, resize_shorter=settings.short_side, antialias=True)
-        return fn.crop_mirror_normalize(
-            frames,
-            crop=(settings.crop, settings.crop),
-            crop_pos_x=x["crop_x"],
-            crop_pos_y=x["crop_y"],
-            mirror=x["flip"],
-            mean=[255 * m for m in MEAN_RGB],
-            std=[255 * s for s in STD_RGB],
-            output_layout="FCHW",
-            dtype=types.FLOAT,
-        )
+        return augment_clips(frames, x["crop_x"], x["crop_y"], x["flip"], settings)
 
     pipe = clip_pipeline(
         batch_size=settings.batch_size,
@@ -162,6 +151,22 @@ def _build(settings: PipelineSettings) -> Pipeline:
     )
     pipe.build()
     return pipe
+
+
+def augment_clips(frames, crop_x, crop_y, flip, settings: PipelineSettings):
+    """DALI graph part: uint8 FHWC clips -> resized (short side), cropped, flipped, normalised FCHW fp32."""
+    frames = fn.resize(frames, resize_shorter=settings.short_side, antialias=True)
+    return fn.crop_mirror_normalize(
+        frames,
+        crop=(settings.crop, settings.crop),
+        crop_pos_x=crop_x,
+        crop_pos_y=crop_y,
+        mirror=flip,
+        mean=[255 * m for m in MEAN_RGB],
+        std=[255 * s for s in STD_RGB],
+        output_layout="FCHW",
+        dtype=types.FLOAT,
+    )
 
 
 def to_torch(frames: TensorListCPU | TensorListGPU, device: torch.device) -> torch.Tensor:
