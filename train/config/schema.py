@@ -86,7 +86,7 @@ class TrainerConfig:
     compile: bool = param(
         False,
         "torch.compile the model (Inductor): fuses the encoder's BatchNorm/ReLU/add chains; CycleTime's "
-        "step 1.6x faster on an H200 (docs/performance.md); the first steps compile (a minute or two)",
+        "step 1.72x faster on an H200 (docs/performance.md); the first steps compile (a minute or two)",
     )
     seed: int = param(0, "global seed (each rank offsets it by its rank)")
     run_dir: str = param("runs/{method}", "checkpoints and resolved config; {method} is substituted")
