@@ -435,6 +435,10 @@ class VideoLoader:
             stats["samples_replaced"],
             stats["videos_failed"],
         )
+        if self._reader is not None:
+            log.debug(
+                "data: NVDEC sequence-reader pipelines built in %.1fs so far", self._reader.build_seconds
+            )
 
 
 def build_loader(

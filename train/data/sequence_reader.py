@@ -21,7 +21,6 @@ epochs) and dropped when the chunk is used up.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from collections import deque
@@ -40,8 +39,6 @@ from train.data.decoders import Decoder
 from train.data.index import VideoEntry, VideoIndex
 from train.data.pipeline import PipelineSettings, augment_clips, to_torch
 from train.data.sampling import ClipList, EpochPlan, Sample
-
-log = logging.getLogger(__name__)
 
 CHUNK_BATCHES = 64  # batches of the plan one set of reader pipelines is built for
 # What the reader is used for: H.264 matched the CPU decoders frame for frame on an H200; HEVC did not
@@ -171,7 +168,7 @@ class SequenceReaderStream:
         self._chunk: _Chunk | None = None
         self._next_chunk: Future[_Chunk] | None = None
         self._pos = (0, 0)  # (epoch, batch) of the next batch handed out
-        self.build_seconds = 0.0  # time spent building reader pipelines, background builds included
+        self.build_seconds = 0.0  # spent building reader pipelines, background builds included (logged)
 
     @property
     def position(self) -> tuple[int, int]:
