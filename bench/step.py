@@ -42,9 +42,8 @@ from bench.common import (
     time_steps,
     write_json,
 )
-from core.backbones import set_channels_last
 from train.config import load_config
-from train.engine import DTYPES, build_engine, init_distributed
+from train.engine import DTYPES, build_engine, init_distributed, prepare_model
 from train.methods import load_method
 
 MODES: dict[str, list[str]] = {
@@ -101,10 +100,7 @@ def make_step(method: str, overrides: list[str], dist: Any) -> Step:
     spec = load_method(method)
     torch.manual_seed(0)
     model = spec.build_model(cfg.method_cfg, cfg.data.crop).to(dist.device)
-    if cfg.trainer.channels_last and dist.device.type == "cuda":
-        set_channels_last(model)
-    if cfg.trainer.compile:
-        model.compile()  # in place, as the trainer does
+    model = prepare_model(model, cfg, dist.device)
     engine = build_engine(model, cfg, dist)
     gen = torch.Generator(device=dist.device).manual_seed(0)
     return Step(cfg, spec, engine, gen, DTYPES[cfg.trainer.precision])

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core.backbones import set_channels_last
 from core.config import merge
 from train.config import Config, OptimConfig
 from train.local_launch import free_port
@@ -142,6 +143,16 @@ def lr_factor(step: int, opt: OptimConfig, total_steps: int) -> float:
     else:
         decay = 1 - progress
     return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * decay
+
+
+def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """The model as the engine gets it: channels_last on GPUs, compiled when `trainer.compile` (in place:
+    parameter names, so checkpoints and exported weights, stay the same)."""
+    if cfg.trainer.channels_last and device.type == "cuda":
+        set_channels_last(model)
+    if cfg.trainer.compile:
+        model.compile()
+    return model
 
 
 def build_engine(model: nn.Module, cfg: Config, dist: DistInfo) -> Any:

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from core.backbones import set_channels_last
 from train import checkpoint
 from train.config import Config, ConfigError, config_to_dict, dump_config
 from train.engine import (
@@ -34,6 +33,7 @@ from train.engine import (
     build_engine,
     init_distributed,
     multi_rank,
+    prepare_model,
     resolve_precision,
 )
 from train.meters import LossMeter, Throughput, device_memory
@@ -80,10 +80,7 @@ class Trainer:
 
         self._check_data_root()
         model = self.spec.build_model(self.mcfg, cfg.data.crop).to(self.dist.device)
-        if cfg.trainer.channels_last and self.dist.device.type == "cuda":
-            set_channels_last(model)
-        if cfg.trainer.compile:
-            model.compile()  # in place: parameter names (checkpoints, exported weights) stay the same
+        model = prepare_model(model, cfg, self.dist.device)
         self.signature = checkpoint.model_signature(model)
         self.engine = build_engine(model, cfg, self.dist)
         self.compute_dtype = DTYPES[cfg.trainer.precision]
