@@ -32,7 +32,7 @@ STD_RGB = IMAGENET_STD
 
 _NO_BYTES = np.zeros((0,), dtype=np.uint8)
 _NO_FRAMES = np.zeros((0, 1, 1, 3), dtype=np.uint8)
-_AUGMENT_INPUTS = ("crop_x", "crop_y", "flip")
+AUGMENT_INPUTS = ("crop_x", "crop_y", "flip")  # per-sample augmentation parameters, fed
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class PipelineSettings:
         dali = ("encoded", "frame_idx") if self.dali_decoder is not None else ()
         pyav = ("decoded",) if self.pyav_frames or self.dali_decoder is None else ()
         route = ("use_dali",) if dali and pyav else ()
-        return dali + pyav + route + _AUGMENT_INPUTS
+        return dali + pyav + route + AUGMENT_INPUTS
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,7 @@ class ClipPipeline:
                 "frame_idx": np.asarray(s.frame_idx, dtype=np.int32),
                 "decoded": _NO_FRAMES if use_dali else s.decoded,
                 "use_dali": np.array(use_dali),
-                "crop_x": np.array(s.crop_xy[0], dtype=np.float32),
-                "crop_y": np.array(s.crop_xy[1], dtype=np.float32),
-                "flip": np.array(int(s.flip), dtype=np.int32),
+                **augment_values(s.crop_xy, s.flip),
             }
             for name in self.inputs:
                 columns[name].append(values[name])
@@ -129,11 +127,10 @@ def _build(settings: PipelineSettings) -> Pipeline:
             "frame_idx": lambda: fn.external_source(name="frame_idx", dtype=types.INT32, ndim=1),
             "decoded": lambda: fn.external_source(name="decoded", dtype=types.UINT8, ndim=4, layout="FHWC"),
             "use_dali": lambda: fn.external_source(name="use_dali", dtype=types.BOOL, ndim=0),
-            "crop_x": lambda: fn.external_source(name="crop_x", dtype=types.FLOAT, ndim=0),
-            "crop_y": lambda: fn.external_source(name="crop_y", dtype=types.FLOAT, ndim=0),
-            "flip": lambda: fn.external_source(name="flip", dtype=types.INT32, ndim=0),
         }
-        x = {name: source[name]() for name in inputs}
+        x = {name: source[name]() for name in inputs if name not in AUGMENT_INPUTS}
+        # Unpacked, not zip(..., strict=True): DALI's conditionals rewrite zip() here and refuse `strict`.
+        x["crop_x"], x["crop_y"], x["flip"] = augment_sources()
         # Routed: a DALI conditional on the per-sample flag; otherwise a plain Python bool (one branch built).
         use_dali = x["use_dali"] if routed else "encoded" in x
         if use_dali:
@@ -151,6 +148,24 @@ def _build(settings: PipelineSettings) -> Pipeline:
     )
     pipe.build()
     return pipe
+
+
+def augment_values(crop_xy: tuple[float, float], flip: bool) -> dict[str, np.ndarray]:
+    """One sample's values for the `AUGMENT_INPUTS` sources."""
+    return {
+        "crop_x": np.array(crop_xy[0], dtype=np.float32),
+        "crop_y": np.array(crop_xy[1], dtype=np.float32),
+        "flip": np.array(int(flip), dtype=np.int32),
+    }
+
+
+def augment_sources() -> tuple:
+    """DALI graph part: the external sources of `AUGMENT_INPUTS` (crop position x, y; flip)."""
+    return (
+        fn.external_source(name="crop_x", dtype=types.FLOAT, ndim=0),
+        fn.external_source(name="crop_y", dtype=types.FLOAT, ndim=0),
+        fn.external_source(name="flip", dtype=types.INT32, ndim=0),
+    )
 
 
 def augment_clips(frames, crop_x, crop_y, flip, settings: PipelineSettings):

@@ -29,15 +29,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import fn, pipeline_def
 from nvidia.dali.pipeline import Pipeline
 
 from core.method import ClipSpec
 from train.data.decoders import Decoder
 from train.data.index import VideoEntry, VideoIndex
-from train.data.pipeline import PipelineSettings, augment_clips, to_torch
+from train.data.pipeline import (
+    AUGMENT_INPUTS,
+    PipelineSettings,
+    augment_clips,
+    augment_sources,
+    augment_values,
+    to_torch,
+)
 from train.data.sampling import ClipList, EpochPlan, Sample
 
 CHUNK_BATCHES = 64  # batches of the plan one set of reader pipelines is built for
@@ -104,10 +110,7 @@ def build_reader_pipeline(
         else:
             picked = fn.element_extract(sequences, element_map=list(offsets))
             frames = fn.stack(*picked, axis_name="F") if len(offsets) > 1 else picked
-        crop_x = fn.external_source(name="crop_x", dtype=types.FLOAT, ndim=0)
-        crop_y = fn.external_source(name="crop_y", dtype=types.FLOAT, ndim=0)
-        flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
-        return augment_clips(frames, crop_x, crop_y, flip, settings)
+        return augment_clips(frames, *augment_sources(), settings)
 
     pipe = reader_pipeline(
         batch_size=settings.batch_size,
@@ -256,7 +259,7 @@ class SequenceReaderStream:
     @staticmethod
     def _feed(reader: _Reader) -> None:
         samples = reader.batches.popleft()
-        reader.pipe.feed_input("crop_x", [np.array(s.crop_xy[0], dtype=np.float32) for s in samples])
-        reader.pipe.feed_input("crop_y", [np.array(s.crop_xy[1], dtype=np.float32) for s in samples])
-        reader.pipe.feed_input("flip", [np.array(int(s.flip), dtype=np.int32) for s in samples])
+        values = [augment_values(s.crop_xy, s.flip) for s in samples]
+        for name in AUGMENT_INPUTS:
+            reader.pipe.feed_input(name, [v[name] for v in values])
         reader.in_flight.append(samples)
