@@ -95,10 +95,14 @@ class VideoLoader:
             )
         on_gpu = self.device.type == "cuda"
         self._routes = decoders.route(index.videos, data_cfg.decoder, on_gpu)
-        if data_cfg.decoder == "auto" and on_gpu:
-            # NVDEC through the sequence reader beats PyAV several times (docs/data.md); elsewhere PyAV wins.
+        # On GPUs, `auto` and `nvdec` both ask whether the NVDEC sequence reader can serve every clip
+        # (None: it can). It beats PyAV several times (docs/data.md), so `auto` takes it then; elsewhere
+        # PyAV beats DALI's per-sample NVDEC decoder, so `auto` keeps PyAV.
+        no_reader = None
+        if on_gpu and data_cfg.decoder in ("auto", "nvdec"):
             nvdec = decoders.route(index.videos, "nvdec", on_gpu)
-            if sequence_reader_refusal(data_cfg.nvdec_readers, clip, nvdec, index.videos, self.clips) is None:
+            no_reader = sequence_reader_refusal(data_cfg.nvdec_readers, clip, nvdec, index.videos, self.clips)
+            if no_reader is None:
                 self._routes = nvdec
         self._decoder_name, decoder_line = decoders.describe(index.videos, self._routes)
         self.settings = PipelineSettings(
@@ -124,17 +128,12 @@ class VideoLoader:
         self._next_pos = (0, 0)
         self._unexplained_failures = 0
         self._reader: SequenceReaderStream | None = None
-        no_reader = (
-            sequence_reader_refusal(data_cfg.nvdec_readers, clip, self._routes, index.videos, self.clips)
-            if "nvdec" in self._routes
-            else None
-        )
         if "nvdec" in self._routes and no_reader is None:
             self._reader = SequenceReaderStream(
                 index, self.settings, clip.offsets, data_cfg.nvdec_readers, self.plan, self.batches_per_epoch
             )
             decoder_line += f"; NVDEC sequence reader, {data_cfg.nvdec_readers} pipelines per rank"
-        elif no_reader is not None:
+        elif "nvdec" in self._routes:
             decoder_line += f"; DALI's per-sample NVDEC decoder ({no_reader})"
         self._log_start(decoder_line)
 
