@@ -4,45 +4,28 @@ eager model's parameter names (so compiled and eager runs resume each other)."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from tiny_training import tiny_cycletime_config, train_in_process
 
-from train.config import load_config
 from train.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path: Path, name: str, compile_model: bool) -> Trainer:
-    cfg = load_config(
-        REPO / "configs/smoke/cycletime.yaml",
-        [
-            f"data.root={tmp_path / 'videos'}",
-            "data.generate.videos=2",
-            "data.generate.frames=24",
-            "data.batch_size=2",
-            "trainer.precision=fp32",
-            "trainer.steps=3",
-            "trainer.ckpt_every=3",
-            "trainer.log_every=1",
-            f"trainer.compile={str(compile_model).lower()}",
-            f"trainer.run_dir={tmp_path / name}",
-            f"tracking.uri=sqlite:///{tmp_path / name}.db",
-            "tracking.system_metrics=false",
-        ],
+    cfg = tiny_cycletime_config(
+        tmp_path,
+        name,
+        "trainer.steps=3",
+        "trainer.ckpt_every=3",
+        f"trainer.compile={str(compile_model).lower()}",
     )
     trainer = Trainer(cfg)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert trainer.train() == 0
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert train_in_process(trainer) == 0
     return trainer
 
 

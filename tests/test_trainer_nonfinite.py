@@ -4,38 +4,26 @@ the last good checkpoint stays the one a relaunch resumes from (never one writte
 from __future__ import annotations
 
 import dataclasses
-import signal
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import tiny_cycletime_config, train_in_process
 
 from train import checkpoint
-from train.config import load_config
 from train.trainer import EXIT_NONFINITE, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def _train_with_nan_from_step(tmp_path: Path, first_nan_step: int, *overrides: str) -> tuple[int, Trainer]:
-    cfg = load_config(
-        REPO / "configs/smoke/cycletime.yaml",
-        [
-            f"data.root={tmp_path / 'videos'}",
-            "data.generate.videos=2",
-            "data.generate.frames=24",
-            "data.batch_size=2",
-            "trainer.precision=fp32",
-            "trainer.steps=8",
-            "trainer.ckpt_every=2",
-            "trainer.log_every=1",
-            "trainer.max_nonfinite=2",
-            f"trainer.run_dir={tmp_path / 'run'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tracking.system_metrics=false",
-            *overrides,
-        ],
+    cfg = tiny_cycletime_config(
+        tmp_path,
+        "run",
+        "trainer.steps=8",
+        "trainer.ckpt_every=2",
+        "trainer.max_nonfinite=2",
+        *overrides,
     )
     trainer = Trainer(cfg)
     real_loss = trainer.spec.loss
@@ -46,12 +34,7 @@ def _train_with_nan_from_step(tmp_path: Path, first_nan_step: int, *overrides: s
         return (total * float("nan"), parts) if nan else (total, parts)
 
     trainer.spec = dataclasses.replace(trainer.spec, loss=loss_nan_later)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return trainer.train(), trainer
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    return train_in_process(trainer), trainer
 
 
 def test_skipped_nonfinite_steps_are_counted_then_stop_without_a_new_checkpoint(tmp_path: Path) -> None:
