@@ -114,6 +114,101 @@ def affine_crop(x_BCHW: torch.Tensor, theta_B23: torch.Tensor, out_hw: tuple[int
     return out.to(x_BCHW.dtype)
 
 
+def affine_crops(x_BCHW: torch.Tensor, theta_BN23: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """N crops of every image in one sampling pass: [B, C, H, W] x [B, N, 2, 3] -> [B, N, C, h, w].
+
+    The same bilinear sampling as `affine_crop` (fp32 inside, input dtype out), without repeating the
+    image N times: the N grids are stacked into one tall grid per image.
+    """
+    B, N = theta_BN23.shape[:2]
+    if x_BCHW.dim() != 4 or theta_BN23.shape != (x_BCHW.shape[0], N, 2, 3):
+        raise ValueError(
+            f"expected x [B, C, H, W] and theta [B, N, 2, 3]; got {list(x_BCHW.shape)} and "
+            f"{list(theta_BN23.shape)}"
+        )
+    h, w = out_hw
+    C = x_BCHW.shape[1]
+    work = _working_dtype(x_BCHW.dtype)
+    with torch.autocast(x_BCHW.device.type, enabled=False):
+        grid_Bn_hw2 = F.affine_grid(
+            theta_BN23.reshape(B * N, 2, 3).to(work), [B * N, C, h, w], align_corners=False
+        )
+        grid_B_Nh_w2 = grid_Bn_hw2.reshape(B, N * h, w, 2)
+        out = F.grid_sample(
+            x_BCHW.to(work), grid_B_Nh_w2, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+    return out.reshape(B, C, N, h, w).transpose(1, 2).to(x_BCHW.dtype)
+
+
+def _uniform(
+    generator: torch.Generator | None, shape: tuple[int, ...], low: float, high: float, like: torch.Tensor
+):
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return low + (high - low) * u
+
+
+def _random_boxes(
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    area: tuple[float, float],
+    ratio: tuple[float, float],
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Random axis-aligned boxes inside [-1, 1]^2, as RandomResizedCrop draws them -> theta [*shape, 2, 3].
+
+    Area fraction uniform in `area`, aspect (width / height) log-uniform in `ratio`, each side at most
+    the whole; the centre uniform where the box fits.
+    """
+    a = _uniform(generator, shape, *area, like)
+    log_r = _uniform(generator, shape, math.log(ratio[0]), math.log(ratio[1]), like)
+    sw = (a * log_r.exp()).sqrt().clamp(max=1.0)
+    sh = (a / log_r.exp()).sqrt().clamp(max=1.0)
+    cx = (2 * _uniform(generator, shape, 0.0, 1.0, like) - 1) * (1 - sw)
+    cy = (2 * _uniform(generator, shape, 0.0, 1.0, like) - 1) * (1 - sh)
+    zero = torch.zeros_like(sw)
+    return torch.stack([torch.stack([sw, zero, cx], -1), torch.stack([zero, sh, cy], -1)], -2)
+
+
+def sample_grid_patches(
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    *,
+    grid: int = 7,
+    patch_scale: float = 0.25,
+    frame_area: tuple[float, float] = (0.8, 0.95),
+    frame_ratio: tuple[float, float] = (0.7, 1.3),
+    patch_area: tuple[float, float] = (0.7, 0.9),
+    patch_ratio: tuple[float, float] = (0.75, 4 / 3),
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """CRW's patch grid, one draw per frame -> theta [*shape, grid*grid, 2, 3] (patch -> frame coordinates).
+
+    Each frame is first cropped at random (RandomResizedCrop: `frame_area`, `frame_ratio`), so the grid
+    of two frames does not line up; the crop is cut into a grid x grid of overlapping square patches of
+    side `patch_scale` of the crop (CRW: 64 px windows at stride 32 of a 256 px frame: 7 x 7, 1/4), and
+    every patch is cropped again at random (`patch_area`, `patch_ratio`). Row-major patch order.
+    """
+    if grid < 1 or not 0 < patch_scale <= 1:
+        raise ValueError(f"need grid >= 1 and patch_scale in (0, 1], got {grid} and {patch_scale}")
+    like = torch.empty((), device=device, dtype=dtype)
+    if generator is not None and generator.device.type != like.device.type:
+        raise ValueError(f"the generator lives on {generator.device}, the patches on {like.device}")
+    N = grid * grid
+    frame = _random_boxes(generator, shape, frame_area, frame_ratio, like)[..., None, :, :]
+    steps = torch.linspace(-1 + patch_scale, 1 - patch_scale, grid, device=like.device, dtype=dtype)
+    if grid == 1:
+        steps = steps.zero_()
+    cy, cx = torch.meshgrid(steps, steps, indexing="ij")
+    zero = torch.zeros_like(cx.flatten())
+    scale = torch.full_like(zero, patch_scale)
+    cell_N23 = torch.stack(
+        [torch.stack([scale, zero, cx.flatten()], -1), torch.stack([zero, scale, cy.flatten()], -1)], -2
+    )
+    jitter = _random_boxes(generator, (*shape, N), patch_area, patch_ratio, like)
+    return compose(frame, compose(cell_N23, jitter))
+
+
 def _cell_sums(motion_BHW: torch.Tensor, grid: int) -> torch.Tensor:
     """Sum motion over a grid x grid partition of the frame -> [B, grid, grid]. Pixel i of an axis of S
     belongs to cell floor(i * grid / S), so every pixel counts even when S is not a multiple of grid."""
