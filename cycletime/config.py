@@ -23,6 +23,21 @@ class PropagationConfig:
 
 
 @dataclass
+class WalkConfig:
+    """The frame-level random-walk loss of CRW (Jabri, Owens, Efros 2020), not in CycleTime: every frame of
+    the clip (context frames and target, in time order) is cut into a grid of patches encoded one by one,
+    and walks from the first frame out and back must return each patch to itself. `w_walk` weighs it."""
+
+    grid: int = param(7, "patches per side of each frame's grid (CRW: 7 x 7)", ge=1)
+    patch_px: int = param(64, "side of each patch image fed to the encoder, pixels (CRW: 64)", ge=8)
+    patch_scale: float = param(
+        0.25, "patch side as a fraction of the frame's crop (CRW: 64 of 256)", gt=0, le=1
+    )
+    temperature: float = param(0.05, "softmax temperature of the transitions (CRW's README: 0.05)", gt=0)
+    edge_dropout: float = param(0.1, "share of transitions dropped at random per step (CRW: 0.1)", ge=0, lt=1)
+
+
+@dataclass
 class Config:
     """CycleTime: encoder + affine tracker trained by tracking a patch backward and forward."""
 
@@ -47,8 +62,8 @@ class Config:
     grid_points: int = param(20, "points per side of the transformed-grid loss (paper: 20)", ge=2)
     patch_source: Literal["features", "image"] = param(
         "features",
-        "query = the target's features cropped at the patch (converges from scratch), or the patch image "
-        "encoded alone (upstream; its small-image border effects stall training from scratch)",
+        "query = the target's features cropped at the patch, or the patch image encoded alone (upstream; "
+        "best on DAVIS on an H200, stalls on the CPU smoke sprites: docs/cycletime.md)",
     )
     tracker_schedule: Literal["batched", "per_cycle"] = param(
         "batched", "same arithmetic: batched (2K tracker calls) or upstream's per_cycle order (K(K+1) calls)"
@@ -57,10 +72,23 @@ class Config:
     w_cycle: float = param(0.02, "weight of the cycle loss (paper: 0.02)", ge=0)
     w_skip: float = param(0.1, "weight of the skip loss (paper: 0.1)", ge=0)
     w_inlier: float = param(1.0, "weight of the inlier (feature similarity) loss (paper: 1.0)", ge=0)
+    w_walk: float = param(0.0, "weight of the random-walk loss (CRW's; not in the paper; see walk.*)", ge=0)
+    walk: WalkConfig = param(factory=WalkConfig, doc="random-walk loss (used when w_walk > 0)")
     freeze_encoder_steps: int = param(0, "train only the tracker for this many steps first", ge=0)
     eval: PropagationConfig = param(factory=PropagationConfig, doc="label propagation")
 
+    @property
+    def tracks(self) -> bool:
+        """Whether the affine tracker runs (some tracker loss has weight); CRW-only training skips it."""
+        return bool(self.w_cycle or self.w_skip or self.w_inlier)
+
     def __post_init__(self) -> None:
+        if self.walk.patch_px % 8:
+            raise ValueError(
+                f"walk.patch_px ({self.walk.patch_px}) must be a multiple of the encoder's stride 8"
+            )
+        if not (self.tracks or self.w_walk):
+            raise ValueError("every loss weight (w_cycle, w_skip, w_inlier, w_walk) is 0: nothing to train")
         if self.max_cycle > self.context_frames:
             raise ValueError(
                 f"max_cycle ({self.max_cycle}) must be <= context_frames ({self.context_frames})"

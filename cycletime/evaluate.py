@@ -275,6 +275,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cycletime-eval", help="output folder")
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay videos")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--batchnorm",
+        choices=("running", "frames"),
+        default="running",
+        help="BatchNorm statistics: the trained running ones (eval mode), or those of the frames encoded "
+        "together (4 at a time), to see whether the running statistics hurt",
+    )
     p.add_argument("--chunk-elements", type=int, default=2**25, help="affinity entries per chunk (memory)")
     return p
 
@@ -304,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     encoder = encoder.to(device).eval()
+    if args.batchnorm == "frames":
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.train()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {
@@ -315,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "device": str(device),
             "stride": STRIDE,
             "chunk_elements": args.chunk_elements,
+            "batchnorm": args.batchnorm,
             "bound_th": metrics.BOUND_TH,
             "context_padding": "first frame (CRW)",
             "random_init_seed": RANDOM_INIT_SEED,

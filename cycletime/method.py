@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.affine import affine_crop, sample_patch_transforms
+from core.affine import affine_crop, affine_crops, sample_grid_patches, sample_patch_transforms
 from core.method import ClipSpec, MethodSpec
 from cycletime.config import Config
 from cycletime.loss import cycletime_loss
@@ -45,14 +45,29 @@ def prepare(
         jitter=cfg.jitter,
     )
     inputs = {"context": frames[:, :Fc], "target": target, "theta": theta}
-    if cfg.patch_source == "image":
+    if cfg.patch_source == "image" and cfg.tracks:
         side = round(frames.shape[-1] * cfg.patch_scale)
         inputs["patch"] = affine_crop(target, theta, (side, side))
+    if cfg.w_walk:
+        inputs["walk_patches"] = walk_patches(frames[:, : Fc + 1], cfg, generator)
     return inputs
 
 
+def walk_patches(frames_BTCSS: torch.Tensor, cfg: Config, generator: torch.Generator | None) -> torch.Tensor:
+    """CRW's patch grid of every frame, each frame and patch cropped at random -> [B, T, N, 3, Q, Q]."""
+    B, T = frames_BTCSS.shape[:2]
+    w = cfg.walk
+    theta_BTN23 = sample_grid_patches(
+        (B, T), generator, grid=w.grid, patch_scale=w.patch_scale, device=frames_BTCSS.device
+    )
+    crops = affine_crops(frames_BTCSS.flatten(0, 1), theta_BTN23.flatten(0, 1), (w.patch_px, w.patch_px))
+    return crops.unflatten(0, (B, T))
+
+
 def forward(model: Any, inputs: dict[str, torch.Tensor]) -> CycleTimeOutput:
-    return model(inputs["context"], inputs["target"], inputs.get("patch"), inputs["theta"])
+    return model(
+        inputs["context"], inputs["target"], inputs.get("patch"), inputs["theta"], inputs.get("walk_patches")
+    )
 
 
 def loss(out: CycleTimeOutput, inputs: dict[str, torch.Tensor], cfg: Config):

@@ -38,12 +38,16 @@ class Located:
 class CycleTimeOutput:
     """What the losses need. Thetas map patch coordinates to target-frame coordinates."""
 
-    cycle_thetas: list[torch.Tensor]  # per cycle length c = 1..K: the final theta, [B, 2, 3]
-    skip_thetas: torch.Tensor  # [B*F, 2, 3]: patch found in each context frame, tracked straight back
-    locate_affinity: torch.Tensor  # [B*F, H*W, h, w]: the patch's affinity to each context frame
-    locate_thetas: torch.Tensor  # [B*F, 2, 3]: the patch's transform in each context frame
     frame_hw: tuple[int, int]
     patch_hw: tuple[int, int]
+    # The tracker's outputs (None when no tracker loss has weight: random-walk-only training).
+    cycle_thetas: list[torch.Tensor] | None = None  # per cycle length c = 1..K: the final theta, [B, 2, 3]
+    skip_thetas: torch.Tensor | None = None  # [B*F, 2, 3]: patch found in each context frame, tracked back
+    locate_affinity: torch.Tensor | None = (
+        None  # [B*F, H*W, h, w]: the patch's affinity to each context frame
+    )
+    locate_thetas: torch.Tensor | None = None  # [B*F, 2, 3]: the patch's transform in each context frame
+    walk_nodes: torch.Tensor | None = None  # [B, F+1, N, C] L2-normalised patch embeddings (w_walk > 0)
 
 
 class TransformRegressor(nn.Module):
@@ -107,13 +111,17 @@ class CycleTimeModel(nn.Module):
         self.encoder = Encoder(cfg)
         self.frame_hw = (crop // 8, crop // 8)
         self.patch_hw = (patch_px // 8, patch_px // 8)
-        self.regressor = TransformRegressor(
-            self.frame_hw[0] * self.frame_hw[1], self.patch_hw[0], cfg.patch_scale
+        # Random-walk-only training (no tracker loss) has no tracker: every parameter gets a gradient.
+        self.regressor = (
+            TransformRegressor(self.frame_hw[0] * self.frame_hw[1], self.patch_hw[0], cfg.patch_scale)
+            if cfg.tracks
+            else None
         )
         self.temperature = cfg.temperature
         self.max_cycle = cfg.max_cycle
         self.schedule = cfg.tracker_schedule
         self.patch_source = cfg.patch_source
+        self.tracks = cfg.tracks
         self.encoder_frozen = False  # set by the trainer's schedule (cycletime.method.on_step)
 
     # ---------------------------------------------------------------------------- pieces
@@ -127,6 +135,16 @@ class CycleTimeModel(nn.Module):
     def encode(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (what label propagation uses) -> [B, C, S/8, S/8]."""
         return F.normalize(self.features(images_BCHW), dim=1)
+
+    def patch_nodes(self, patches_BTN3PP: torch.Tensor) -> torch.Tensor:
+        """Each patch image encoded on its own and average-pooled -> L2-normalised nodes [B, T, N, C].
+
+        Patches encoded one by one know nothing of where they lie in the frame, so a walk between
+        them can only succeed by matching what they show (CRW's reason for patches, not feature cells).
+        """
+        B, T, N = patches_BTN3PP.shape[:3]
+        feats = self.features(patches_BTN3PP.flatten(0, 2)).mean(dim=(2, 3))
+        return F.normalize(feats, dim=1).unflatten(0, (B, T, N))
 
     def locate(
         self, query_BChw: torch.Tensor, frame_feats_BCHW: torch.Tensor, frame_norm_BCHW: torch.Tensor
@@ -152,13 +170,18 @@ class CycleTimeModel(nn.Module):
         target_BCSS: torch.Tensor,
         patch_BCPP: torch.Tensor | None,
         patch_theta: torch.Tensor | None = None,
+        walk_patches: torch.Tensor | None = None,
     ) -> CycleTimeOutput:
         """Track the target's patch through the context frames and back.
 
         context: [B, F, 3, S, S] frames s, s+gap, ...; target: [B, 3, S, S] the later frame the patch
         was cut from; patch: [B, 3, P, P] that patch (its ground-truth transform stays with the loss),
-        needed for patch_source "image"; patch_theta: [B, 2, 3] where it was cut, needed for "features".
+        needed for patch_source "image"; patch_theta: [B, 2, 3] where it was cut, needed for "features";
+        walk_patches: [B, F+1, N, 3, Q, Q] the grid patches of every frame for the random walk, or None.
         """
+        walk_nodes = None if walk_patches is None else self.patch_nodes(walk_patches)
+        if not self.tracks:
+            return CycleTimeOutput(self.frame_hw, self.patch_hw, walk_nodes=walk_nodes)
         B, Fc = context_BFCSS.shape[:2]
         frames = torch.cat([context_BFCSS, target_BCSS[:, None]], dim=1).flatten(0, 1)
         feats = self.features(frames).unflatten(0, (B, Fc + 1))  # [B, F+1, C, H, W]
@@ -189,12 +212,13 @@ class CycleTimeModel(nn.Module):
         cycle_thetas = track(query, ctx_feats, ctx_norms, tgt_feats, tgt_norm, K)
 
         return CycleTimeOutput(
+            frame_hw=self.frame_hw,
+            patch_hw=self.patch_hw,
             cycle_thetas=cycle_thetas,
             skip_thetas=back.theta,
             locate_affinity=located.affinity,
             locate_thetas=located.theta,
-            frame_hw=self.frame_hw,
-            patch_hw=self.patch_hw,
+            walk_nodes=walk_nodes,
         )
 
     def _cycles_per_cycle(
