@@ -17,6 +17,11 @@ class LossConfig:
     )
     similarity_type: Literal["l2", "cosine"] = param("l2", "negative squared L2, or the dot product")
     temperature: float = param(0.1, "softmax temperature (upstream 0.1)", gt=0)
+    divide_by_dim: bool = param(
+        True,
+        "similarities divided by the embedding size before the temperature (upstream); xirl skips "
+        "it for L2-normalised embeddings",
+    )
     label_smoothing: float = param(0.1, "classification label smoothing (upstream 0.1)", ge=0, lt=1)
     variance_lambda: float = param(0.001, "weight of log variance in regression_mse_var", ge=0)
     huber_delta: float = param(0.1, "delta of regression_huber", gt=0)
@@ -58,6 +63,12 @@ class Config:
     fc_channels: int = param(512, "width of the two FC layers", ge=1)
     dropout: float = param(0.1, "dropout before each FC layer", ge=0, lt=1)
     embed_dim: int = param(128, "embedding size", ge=1)
+    center_per_video: bool = param(
+        False, "subtract each video's mean embedding over its frames (loss and evaluation; not upstream)"
+    )
+    normalize_embeddings: bool = param(
+        False, "L2-normalise each frame's embedding, after centring (upstream L2_NORMALIZE: off)"
+    )
     brightness: float = param(32 / 255, "random brightness offset per video, +-this (upstream 32/255)", ge=0)
     contrast: tuple[float, float] = param((0.5, 1.5), "random contrast factor range per video (upstream)")
     loss: LossConfig = param(factory=LossConfig, doc="cycle-consistency loss")

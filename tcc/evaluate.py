@@ -44,7 +44,7 @@ from tcc.metrics import (
     phase_classification,
     phase_progression,
 )
-from tcc.model import Embedder
+from tcc.model import Embedder, video_embeddings
 from tcc.video_frames import list_videos, read_frames, resize_center_crop, video_fps, write_aligned_grid
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def embed_video(
                 chunks.append(embs_1TD[0].float().cpu())
     finally:
         model.train(was_training)
-    return torch.cat(chunks).numpy()
+    return video_embeddings(torch.cat(chunks)[None], cfg)[0].numpy()
 
 
 # ------------------------------------------------------------------------------- labels and warps

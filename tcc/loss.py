@@ -34,14 +34,21 @@ SIMILARITY_TYPES = tuple(_SIMILARITIES)
 
 
 def scaled_similarity(
-    x_BMD: torch.Tensor, y_BKD: torch.Tensor, similarity_type: str, temperature: float
+    x_BMD: torch.Tensor,
+    y_BKD: torch.Tensor,
+    similarity_type: str,
+    temperature: float,
+    divide_by_dim: bool = True,
 ) -> torch.Tensor:
     """Similarity of every x row to every y row, divided by D and then by the temperature: [B, M, K].
 
-    Two divisions, in upstream's order, rather than one by D x temperature.
+    Two divisions, in upstream's order, rather than one by D x temperature. `divide_by_dim` False
+    skips the division by D (xirl does for L2-normalised embeddings, whose distances are at most 2).
     """
     sim_BMK = pairwise_similarity(x_BMD, y_BKD, _SIMILARITIES[similarity_type])
-    return sim_BMK / x_BMD.shape[-1] / temperature
+    if divide_by_dim:
+        sim_BMK = sim_BMK / x_BMD.shape[-1]
+    return sim_BMK / temperature
 
 
 def _pair_indices(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +64,7 @@ def _pair_indices(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def deterministic_logits(
-    embs_NTD: torch.Tensor, similarity_type: str, temperature: float
+    embs_NTD: torch.Tensor, similarity_type: str, temperature: float, divide_by_dim: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cycle-back logits of every frame of every ordered pair: (logits [P, T, K], first video a [P]).
 
@@ -67,9 +74,10 @@ def deterministic_logits(
     """
     a_P, b_P = _pair_indices(embs_NTD.shape[0], embs_NTD.device)
     emb_a_PTD, emb_b_PTD = embs_NTD[a_P], embs_NTD[b_P]
-    alpha_PTK = torch.softmax(scaled_similarity(emb_a_PTD, emb_b_PTD, similarity_type, temperature), dim=-1)
+    scale = (similarity_type, temperature, divide_by_dim)
+    alpha_PTK = torch.softmax(scaled_similarity(emb_a_PTD, emb_b_PTD, *scale), dim=-1)
     soft_nn_PTD = alpha_PTK @ emb_b_PTD
-    return scaled_similarity(soft_nn_PTD, emb_a_PTD, similarity_type, temperature), a_P
+    return scaled_similarity(soft_nn_PTD, emb_a_PTD, *scale), a_P
 
 
 def sample_cycles(
@@ -105,6 +113,7 @@ def stochastic_logits(
     start_C: torch.Tensor,
     similarity_type: str,
     temperature: float,
+    divide_by_dim: bool = True,
 ) -> torch.Tensor:
     """Cycle-back logits of stochastic cycles: [C, K] over the frames of each cycle's first video.
 
@@ -117,7 +126,7 @@ def stochastic_logits(
     query_C1D = embs_NTD[cycles_CL1[:, 0], start_C].unsqueeze(1)
     for hop in range(1, cycles_CL1.shape[1]):
         cand_CKD = embs_NTD[cycles_CL1[:, hop]]
-        logits_C1K = scaled_similarity(query_C1D, cand_CKD, similarity_type, temperature)
+        logits_C1K = scaled_similarity(query_C1D, cand_CKD, similarity_type, temperature, divide_by_dim)
         query_C1D = torch.softmax(logits_C1K, dim=-1) @ cand_CKD
     return logits_C1K.squeeze(1)
 
@@ -231,6 +240,7 @@ def cycle_consistency_loss(
     loss_type: str = "regression_mse_var",
     similarity_type: str = "l2",
     temperature: float = 0.1,
+    divide_by_dim: bool = True,
     label_smoothing: float = 0.1,
     variance_lambda: float = 0.001,
     huber_delta: float = 0.1,
@@ -261,11 +271,13 @@ def cycle_consistency_loss(
             cycles_CL1, start_C = sample_cycles(
                 num_cycles or n * t, n, cycle_length, t, generator=generator, device=embs.device
             )
-            logits_RK = stochastic_logits(embs_NTD, cycles_CL1, start_C, similarity_type, temperature)
+            logits_RK = stochastic_logits(
+                embs_NTD, cycles_CL1, start_C, similarity_type, temperature, divide_by_dim
+            )
             labels_R = start_C
             times_RK = times_NK[cycles_CL1[:, 0]]
         else:
-            logits_PTK, a_P = deterministic_logits(embs_NTD, similarity_type, temperature)
+            logits_PTK, a_P = deterministic_logits(embs_NTD, similarity_type, temperature, divide_by_dim)
             logits_RK = logits_PTK.flatten(0, 1)
             labels_R = torch.arange(t, device=embs.device).repeat(a_P.shape[0])
             times_RK = times_NK[a_P].repeat_interleave(t, dim=0)

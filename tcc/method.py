@@ -12,7 +12,7 @@ from core.backbones import IMAGENET_STD  # the data pipeline's normalisation
 from core.method import ClipSpec, MethodSpec
 from tcc.config import Config
 from tcc.loss import cycle_consistency_loss, gather_embeddings
-from tcc.model import Embedder, TCCOutput
+from tcc.model import Embedder, TCCOutput, video_embeddings
 
 
 def build_model(cfg: Config, crop: int) -> nn.Module:
@@ -54,7 +54,7 @@ def forward(model: Any, inputs: dict[str, torch.Tensor]) -> TCCOutput:
 
 
 def loss(out: TCCOutput, inputs: dict[str, torch.Tensor], cfg: Config):
-    embs, steps, seq_lens = out.embs, inputs["steps"], inputs["seq_lens"]
+    embs, steps, seq_lens = video_embeddings(out.embs, cfg), inputs["steps"], inputs["seq_lens"]
     if cfg.loss.all_gather:
         embs, steps, seq_lens = gather_embeddings(embs, steps, seq_lens)
     options = {

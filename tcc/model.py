@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from core.backbones import build_trunk
@@ -61,3 +62,18 @@ class Embedder(nn.Module):
         feats_NCKhw = feats.unflatten(0, (B * T, K)).transpose(1, 2)
         pooled = self.temporal(feats_NCKhw).amax(dim=(2, 3, 4))  # global 3D max-pool -> [B*T, C']
         return TCCOutput(self.head(pooled).unflatten(0, (B, T)))
+
+
+def video_embeddings(embs_BTD: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The embedder's output as the loss and the evaluation read it: [B, T, D] -> [B, T, D].
+
+    `center_per_video`: each video's mean over its frames is subtracted first (the training clip's T
+    sampled frames; every frame of the video in evaluation), so what is constant within a video (the
+    scene, the person's looks) drops out and what remains is how the video changes in time. Then
+    `normalize_embeddings` L2-normalises each frame. Neither is upstream's (both off by default).
+    """
+    if cfg.center_per_video:
+        embs_BTD = embs_BTD - embs_BTD.mean(dim=1, keepdim=True)
+    if cfg.normalize_embeddings:
+        embs_BTD = F.normalize(embs_BTD, dim=-1)
+    return embs_BTD
