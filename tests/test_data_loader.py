@@ -418,3 +418,28 @@ def test_files_nvdec_cannot_take_go_to_pyav(tmp_path: Path) -> None:
     mixed = build_index(tmp_path / "mixed").videos
     assert route(mixed, "nvdec", on_gpu=True) == ["nvdec" if v.codec == "h264" else "pyav" for v in mixed]
     assert route(build_index(tmp_path / "tiny").videos, "nvdec", on_gpu=True) == ["pyav"]
+
+
+def test_frame_cache_decodes_each_video_once_and_gives_the_same_frames(tmp_path: Path) -> None:
+    written = make_dataset(tmp_path, ["h264"] * 3, [30, 24, 36])
+    batches = {}
+    for cache_gib in (0.0, 0.01):
+        with loader_for(data_cfg(tmp_path, frame_cache_gib=cache_gib, decoder="pyav"), TCC_UNIFORM) as loader:
+            got = [batch["frames"] for _ in range(2) for batch in loader.epoch_iter()]
+            batches[cache_gib] = got
+            cache = loader._source.frames
+    check_batch_pixels(loader, {"frames": got[0], **_ids(loader, 0)}, loader.plan(0).batch(0), written)
+    assert all(torch.equal(a, b) for a, b in zip(batches[0.0], batches[0.01], strict=True))
+    assert cache is not None and cache.misses == 3  # three videos, each decoded once, whole
+    assert cache.hits >= len(got) * 2 - 3  # (and the batches prepared ahead)
+    with loader_for(data_cfg(tmp_path, frame_cache_gib=1e-6, decoder="pyav"), TCC_UNIFORM) as loader:
+        next(loader.epoch_iter())  # a video larger than the cache is decoded per sample, not kept
+        assert loader._source.frames.held_bytes == 0
+
+
+def _ids(loader: VideoLoader, b: int) -> dict[str, torch.Tensor]:
+    samples = loader.plan(0).batch(b)
+    return {
+        "video_id": torch.tensor([s.video_id for s in samples]),
+        "frame_idx": torch.tensor(np.stack([s.frame_idx for s in samples])),
+    }

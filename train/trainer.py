@@ -218,7 +218,7 @@ class Trainer:
         meter, speed = LossMeter(), Throughput()
         last_saved = self.state.step if self.state.step else None
         self.engine.train()
-        started = time.monotonic()
+        started = last_eval = time.monotonic()
         while self.state.step < t.steps:
             if self.spec.on_step is not None:
                 self.spec.on_step(self.engine.module, self.state.step, self.mcfg)
@@ -241,10 +241,10 @@ class Trainer:
 
             step = self.state.step
             log_now = step % t.log_every == 0 or step == t.steps
-            stop = out_of_time = False
+            stop = out_of_time = eval_due = False
             if log_now:
                 exit_code = self._log(step, meter, speed) or exit_code
-                stop, out_of_time = self._agree_to_stop(started)
+                stop, out_of_time, eval_due = self._agree_to_stop(started, last_eval)
             if exit_code or stop:
                 if not exit_code:  # a signal: save. A non-finite stop keeps the last good checkpoint.
                     self._save()
@@ -256,8 +256,9 @@ class Trainer:
             if step % t.ckpt_every == 0 or step == t.steps:
                 self._save()
                 last_saved = step
-            if t.eval_every and step % t.eval_every == 0 and step != t.steps:
+            if (eval_due or (t.eval_every and step % t.eval_every == 0)) and step != t.steps:
                 self._evaluate(step)
+                last_eval = time.monotonic()
         return self._finish(exit_code, last_saved)
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -279,17 +280,19 @@ class Trainer:
         else:
             self.state.nonfinite_in_a_row = 0
 
-    def _agree_to_stop(self, started: float) -> tuple[bool, bool]:
-        """(any rank got SIGTERM/SIGINT, rank 0's clock is past `trainer.max_minutes`), the same on every
-        rank so that all stop together: one small all-reduce, asked on log steps only."""
-        limit = self.cfg.trainer.max_minutes
-        late = bool(limit) and self.dist.is_main and time.monotonic() - started > 60 * limit
-        flags = [float(self._stop_signal is not None), float(late)]
+    def _agree_to_stop(self, started: float, last_eval: float) -> tuple[bool, bool, bool]:
+        """(any rank got SIGTERM/SIGINT, rank 0's clock is past `trainer.max_minutes`, rank 0's clock says
+        an evaluation is due by `trainer.eval_every_minutes`), the same on every rank so that all act
+        together: one small all-reduce, asked on log steps only."""
+        t, now = self.cfg.trainer, time.monotonic()
+        late = bool(t.max_minutes) and self.dist.is_main and now - started > 60 * t.max_minutes
+        due = bool(t.eval_every_minutes) and self.dist.is_main and now - last_eval > 60 * t.eval_every_minutes
+        flags = [float(self._stop_signal is not None), float(late), float(due)]
         if multi_rank():
             agreed = torch.tensor(flags, device=self.dist.device)
-            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # MAX of rank 0's time flag and zeros = rank 0's
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # MAX of rank 0's time flags and zeros = rank 0's
             flags = agreed.tolist()
-        return flags[0] > 0, flags[1] > 0
+        return flags[0] > 0, flags[1] > 0, flags[2] > 0
 
     def _log(self, step: int, meter: LossMeter, speed: Throughput) -> int:
         losses = meter.read()

@@ -50,6 +50,13 @@ class DataConfig:
     )
     threads: int = param(4, "decoder/augmentation threads per rank", ge=1)
     prefetch: int = param(2, "batches decoded ahead of the training step", ge=1)
+    frame_cache_gib: float = param(
+        0.0,
+        "decoded frames of whole videos kept in RAM per rank, up to this many GiB (0: off); PyAV-decoded "
+        "videos are then decoded once, whole, and clips are cut from RAM (small datasets; TCC's clips "
+        "read frames from all over a video)",
+        ge=0,
+    )
     short_videos: Literal["skip", "pad"] = param(
         "skip", "a video shorter than one clip: skip it, or pad by repeating its last frame"
     )
@@ -98,6 +105,9 @@ class TrainerConfig:
         10, "steps between metric logs (host syncs: here, and per step with skip_nonfinite)", ge=1
     )
     eval_every: int = param(0, "steps between evaluations; 0: only at the end", ge=0)
+    eval_every_minutes: float = param(
+        0.0, "wall-clock minutes between evaluations (checked at log steps); 0: only eval_every", ge=0
+    )
     ckpt_every: int = param(500, "steps between checkpoints", ge=1)
     keep_last: int = param(3, "checkpoints kept on disk", ge=1)
     skip_nonfinite: bool = param(

@@ -118,7 +118,9 @@ class VideoLoader:
             shard_id=rank,
             num_shards=world_size,
         )
-        self._source = SampleSource(index, self._routes, ram_cache_bytes)
+        self._source = SampleSource(
+            index, self._routes, ram_cache_bytes, int(data_cfg.frame_cache_gib * 2**30)
+        )
         self._pool = ThreadPoolExecutor(max(1, data_cfg.threads), thread_name_prefix="cyclecorr-data")
         self._epoch, self._batch = 0, 0  # the next batch handed to the caller
         self._plans: dict[int, EpochPlan] = {}

@@ -3,9 +3,11 @@
 Letters: F frames per clip, H/W frame height/width, C = 3 colour channels.
 
 A sample routed to DALI becomes the file's encoded bytes (held in RAM up to a bound); one routed to
-PyAV is decoded here. A sample whose file cannot be read or decoded is replaced by a random clip of
-another video (`EpochPlan.replacement`), the file is named once in a warning and not used again,
-and every replacement is counted, so a corrupt file never stops the run or changes a batch count.
+PyAV is decoded here: only its frames, or, with a decoded-frame cache (`data.frame_cache_gib`), the
+whole video once, whose frames later samples are cut from. A sample whose file cannot be read or
+decoded is replaced by a random clip of another video (`EpochPlan.replacement`), the file is named
+once in a warning and not used again, and every replacement is counted, so a corrupt file never
+stops the run or changes a batch count.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 import av
+import numpy as np
 
 from train.data.cpu_decode import DecodeError, FrameTable, decode_frames, frame_table
 from train.data.decoders import Decoder
-from train.data.file_cache import FileBytesCache
+from train.data.file_cache import FileBytesCache, RamCache
 from train.data.index import VideoIndex, short_error
 from train.data.pipeline import SampleInput
 from train.data.sampling import EpochPlan, Sample
@@ -34,10 +37,13 @@ LOAD_ERRORS = (DecodeError, OSError, ValueError, IndexError, av.error.FFmpegErro
 class SampleSource:
     """Loads samples for one rank; safe to call from several threads."""
 
-    def __init__(self, index: VideoIndex, routes: Sequence[Decoder], ram_cache_bytes: int):
+    def __init__(
+        self, index: VideoIndex, routes: Sequence[Decoder], ram_cache_bytes: int, frame_cache_bytes: int = 0
+    ):
         self.index = index
         self.routes = list(routes)
         self.files = FileBytesCache(ram_cache_bytes)
+        self.frames = RamCache(frame_cache_bytes) if frame_cache_bytes > 0 else None
         self._tables: dict[int, FrameTable] = {}
         self._lock = threading.Lock()
         self.failed: dict[int, str] = {}  # video id -> first error
@@ -75,7 +81,14 @@ class SampleSource:
             table = self._tables.get(sample.video_id)
             if table is None:
                 table = self._tables[sample.video_id] = frame_table(entry.path)
-            frames = decode_frames(entry.path, sample.frame_idx, table, threads=PYAV_THREADS)
+            if self.frames is not None:
+                every = np.arange(len(table))
+                video = self.frames.get(
+                    sample.video_id, lambda: decode_frames(entry.path, every, table, threads=PYAV_THREADS)
+                )
+                frames = video[sample.frame_idx]
+            else:
+                frames = decode_frames(entry.path, sample.frame_idx, table, threads=PYAV_THREADS)
             self.count("pyav")
             return SampleInput(sample.frame_idx, sample.crop_xy, sample.flip, decoded=frames)
         encoded = self.files.get(entry.path)
@@ -109,6 +122,8 @@ class SampleSource:
             self.failed.setdefault(video_id, reason)
             self._tables.pop(video_id, None)
         self.files.forget(path)
+        if self.frames is not None:
+            self.frames.forget(video_id)
         if first:
             log.warning(
                 "data: %s failed to decode (%s: %s); its samples are replaced by other clips from now on",
