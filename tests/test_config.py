@@ -41,6 +41,8 @@ def test_paper_defaults_are_the_ones_documented() -> None:
     cfg = load_config(REPO / "configs/cycletime.yaml")
     assert (cfg.method_cfg.w_cycle, cfg.method_cfg.w_skip, cfg.method_cfg.w_inlier) == (0.02, 0.1, 1.0)
     assert cfg.method_cfg.temperature == pytest.approx(512**-0.5)
+    assert cfg.method_cfg.patch_source == "image"  # upstream's; the smoke sprites need "features"
+    assert load_config(REPO / "configs/smoke/cycletime.yaml").method_cfg.patch_source == "features"
     tcc = load_config(REPO / "configs/tcc.yaml").method_cfg
     assert tcc.loss.loss_type == "regression_mse_var"
     assert (tcc.loss.temperature, tcc.loss.label_smoothing, tcc.loss.variance_lambda) == (0.1, 0.1, 0.001)
