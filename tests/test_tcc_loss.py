@@ -330,3 +330,25 @@ def test_gathered_loss_and_gradients_match_single_process(tmp_path) -> None:
         torch.testing.assert_close(got["w_grad"], proj.weight.grad)
         # The local slice gets the sum over ranks of identical losses' gradients: world x dL/dslice.
         torch.testing.assert_close(got["x_grad"], world * x.grad[2 * rank : 2 * rank + 2])
+
+
+@pytest.mark.parametrize("similarity_type", SIMILARITY_TYPES)
+def test_divide_by_dim_off_equals_embeddings_scaled_by_sqrt_dim(similarity_type: str) -> None:
+    # Both similarities are quadratic in the embeddings, so dropping upstream's 1/D is the same as
+    # scaling every embedding by sqrt(D): a check that the switch reaches the similarity and nothing else.
+    embs, steps, lens = _batch(seed=3)
+    off, _ = cycle_consistency_loss(embs, steps, lens, similarity_type=similarity_type, divide_by_dim=False)
+    on, _ = cycle_consistency_loss(embs * math.sqrt(D), steps, lens, similarity_type=similarity_type)
+    torch.testing.assert_close(off, on)
+
+
+def test_video_embeddings_centres_each_video_then_normalises_each_frame() -> None:
+    from tcc.config import Config
+    from tcc.model import video_embeddings
+
+    embs = torch.randn(2, 6, 4, dtype=torch.float64) + torch.tensor([[[5.0]], [[-3.0]]], dtype=torch.float64)
+    assert torch.equal(video_embeddings(embs, Config()), embs)  # upstream: both off
+    out = video_embeddings(embs, Config(center_per_video=True, normalize_embeddings=True))
+    centred = embs - embs.mean(dim=1, keepdim=True)
+    torch.testing.assert_close(out, centred / centred.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(2, 6, dtype=torch.float64))
