@@ -296,3 +296,28 @@ def test_cli_baseline_and_trained_weights(phases: Path, tmp_path: Path, capsys, 
     assert "missing keys" in caplog.text and "head.2.weight (3, 3)" in caplog.text
     assert main(["--weights", bad, *data]) == 2
     assert "pass --config FILE" in caplog.text
+
+
+def test_pretrained_trunk_from_a_local_file_reaches_the_tcc_model(tmp_path: Path) -> None:
+    """A user's torchvision-keyed trunk (here a file this test writes, as an ImageNet file would be) set by
+    `tcc.weights` in a YAML config is what the built Embedder's trunk holds, and train_bn_only leaves
+    only its BatchNorm trainable."""
+    import torchvision
+
+    from train.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    torch.manual_seed(5)
+    full = torchvision.models.resnet18(weights=None)
+    trunk_file = tmp_path / "my_resnet18.pt"
+    torch.save(full.state_dict(), trunk_file)
+    cfg_file = tmp_path / "tcc_pretrained.yaml"
+    cfg_file.write_text(
+        f"extends: {repo / 'configs/smoke/tcc.yaml'}\ntcc:\n  backbone: resnet18\n"
+        f"  weights: {trunk_file}\n  train_bn_only: true\n"
+    )
+    model = Embedder(load_config(cfg_file).method_cfg)
+    for key, value in model.trunk.state_dict().items():
+        assert torch.equal(value, full.state_dict()[key]), key
+    trainable = {n for n, p in model.trunk.named_parameters() if p.requires_grad}
+    assert trainable and all("bn" in n or "downsample.1" in n for n in trainable)
