@@ -104,21 +104,16 @@ def affine_crop(x_BCHW: torch.Tensor, theta_B23: torch.Tensor, out_hw: tuple[int
     B = max(x_BCHW.shape[0], theta_B23.shape[0])
     if {x_BCHW.shape[0], theta_B23.shape[0]} - {1, B}:
         raise ValueError(f"batch sizes of x ({x_BCHW.shape[0]}) and theta ({theta_B23.shape[0]}) differ")
-    h, w = out_hw
-    work = _working_dtype(x_BCHW.dtype)
-    with torch.autocast(x_BCHW.device.type, enabled=False):
-        theta = theta_B23.to(work).expand(B, 2, 3)
-        grid_Bhw2 = F.affine_grid(theta, [B, x_BCHW.shape[1], h, w], align_corners=False)
-        x = x_BCHW.to(work).expand(B, -1, -1, -1)
-        out = F.grid_sample(x, grid_Bhw2, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.to(x_BCHW.dtype)
+    x = x_BCHW.expand(B, -1, -1, -1)
+    return affine_crops(x, theta_B23.expand(B, 2, 3)[:, None], out_hw)[:, 0]
 
 
 def affine_crops(x_BCHW: torch.Tensor, theta_BN23: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """N crops of every image in one sampling pass: [B, C, H, W] x [B, N, 2, 3] -> [B, N, C, h, w].
 
-    The same bilinear sampling as `affine_crop` (fp32 inside, input dtype out), without repeating the
-    image N times: the N grids are stacked into one tall grid per image.
+    Bilinear, align_corners=False, zero padding; bf16/fp16 sampled in fp32 (autocast off inside) and
+    returned in the input's dtype. The N grids are stacked into one tall grid per image, so the image is
+    not repeated N times. `affine_crop` is the N = 1 case.
     """
     B, N = theta_BN23.shape[:2]
     if x_BCHW.dim() != 4 or theta_BN23.shape != (x_BCHW.shape[0], N, 2, 3):
