@@ -57,3 +57,7 @@ def test_smoke_training_raises_tau_on_held_out_videos_to_0_9(tmp_path: Path) -> 
     print(f"Kendall's tau on held-out videos: random init {baseline['tau']:.3f} -> trained {trained:.3f}")
     assert baseline["tau"] < 0.9 <= trained
     assert run.data.metrics["eval_align_error"] < baseline["align_error"]
+    # The final evaluation's metrics and aligned-grid video are artifacts of the MLflow run.
+    (step_dir,) = [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
+    logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, step_dir)}
+    assert {"metrics.json", "aligned.mp4"} <= logged

@@ -355,7 +355,9 @@ class Trainer:
             if scores:
                 self.tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step)
                 log.info("evaluation at step %d: %s", step, scores)
-                for path in sorted(out_dir.glob("*.json")):
+                # The metrics file and the videos an evaluation writes (TCC's aligned grid, aligned.mp4),
+                # so that the MLflow run shows how the alignment looks at every evaluated step.
+                for path in sorted([*out_dir.glob("*.json"), *out_dir.glob("*.mp4")]):
                     self.tracker.log_artifact(path, sub)
         barrier()
         return scores
