@@ -3,7 +3,7 @@
 # ALONE on one GPU from DAVIS-2016 train for MIN minutes, evaluated on DAVIS-2016 val (5 sequences,
 # evaluator defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow
 # eval_davis/JF curve), with the Lab and random-init baselines measured in the same call.
-# Run from the repository root on the GPU host after the wheels are installed (docs/results/README.md).
+# Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md).
 #   bash docs/results/gpu-2026-12-03/ct_solo.sh     (OUT: where results go; MIN: minutes; BATCH: clips/step)
 set -u
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
