@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU call A (2026-12-03): the CycleTime paper config (configs/cycletime.yaml, patch_source: image) trained
+# GPU call (written 2026-12-03, run 2026-12-04): the CycleTime paper config (configs/cycletime.yaml, patch_source: image) trained
 # ALONE on one GPU from DAVIS-2016 train for MIN minutes, evaluated on DAVIS-2016 val (5 sequences,
 # evaluator defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow
 # eval_davis/JF curve), with the Lab and random-init baselines measured in the same call.
@@ -14,8 +14,11 @@ OUT=${OUT:-$R/out}
 read -r -a extra <<< "${EXTRA:-}"
 mkdir -p "$R" "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/gpu.txt" 2>&1
+pack() {  # logs, evaluations and MLflow stores; no checkpoints, weights or images (a host call returns 16 MiB a file)
+  tar -czf "$1" -C "$R" --exclude='runs/*/checkpoints' --exclude='runs/*/final' --exclude='*.mp4' --exclude='*.png' .
+}
 # A host call ends at 600 s: pack what exists shortly before, in case this one runs long.
-( sleep "${PACK_AT:-570}"; tar -czf "$OUT/ct_partial.tgz" -C "$R" --exclude='runs/*/checkpoints' --exclude='runs/*/final' --exclude='*.mp4' --exclude='*.png' . ) > /dev/null 2>&1 < /dev/null &
+( sleep "${PACK_AT:-570}"; pack "$OUT/ct_partial.tgz" ) > /dev/null 2>&1 < /dev/null &
 dog=$!
 disown
 
@@ -36,7 +39,6 @@ wait
 grep -h "DAVIS overall" "$R"/baselines.log
 grep -h "evaluation at step" "$R"/train_solo.log
 grep "step .*clips/s" "$R"/train_solo.log | sed -n '1p;$p'
-tar -czf "$OUT/ct_results.tgz" -C "$R" --exclude='runs/*/checkpoints' --exclude='runs/*/final' \
-  --exclude='*.mp4' --exclude='*.png' .
+pack "$OUT/ct_results.tgz"
 ls -la "$OUT"
 kill "$dog" 2>/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU call C (2026-12-03): TCC training throughput alone on one GPU at the paper's 20 frames x 2 context
+# GPU call (written 2026-12-03, run 2026-12-04): TCC training throughput alone on one GPU at the paper's 20 frames x 2 context
 # frames, ResNet-50, batch 16 videos, decoded-frame cache on: 112 px crops (128 px warps) with the default
-# prefetch and with a deeper queue, and the paper's 224 px crops (256 px warps).
+# prefetch and with a deeper queue, and the paper's 224 px crops (256 px warps); then decode threads and
+# queue depth varied (on 2026-12-04 these three ran in a second call on the same warps).
 #   bash docs/results/gpu-2026-12-03/tcc_bench.sh      (OUT: results; BENCH: bench/pipeline.py step counts)
 set -u
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
@@ -29,3 +30,6 @@ b() {  # name, short side, crop, overrides...
 b px112_prefetch2 128 112 data.threads=12
 b px112_prefetch4 128 112 data.threads=12 data.prefetch=4
 b px224_prefetch4 256 224 data.threads=12 data.prefetch=4
+b px224_t16_p8 256 224 data.threads=16 data.prefetch=8
+b px112_t16_p8 128 112 data.threads=16 data.prefetch=8
+b px224_t6_p4 256 224 data.threads=6 data.prefetch=4
