@@ -214,6 +214,38 @@ def test_resume_gives_the_same_next_batches(tmp_path: Path) -> None:
             assert torch.equal(a[key], b[key]), key
 
 
+def test_background_batch_thread_matches_the_calling_thread(tmp_path: Path) -> None:
+    """data.batch_thread: the same batches in the same order as assembling them on the caller's thread,
+    the caller's position (not the thread's, which runs ahead) in state_dict, and the thread gone on close."""
+    import threading
+
+    make_dataset(tmp_path, ["h264", "vp9", "h264"], [30, 30, 40])
+    runs = {}
+    for threaded in (False, True):
+        with loader_for(data_cfg(tmp_path, batch_size=1, batch_thread=threaded), CYCLETIME) as loader:
+            stream = iter(loader)
+            batches = [next(stream) for _ in range(6)]  # crosses into epoch 1
+            runs[threaded] = (batches, loader.state_dict(), loader.epoch)
+            alive = any(t.name == "cyclecorr-batches" for t in threading.enumerate())
+            assert alive == threaded
+        assert not any(t.name == "cyclecorr-batches" for t in threading.enumerate())
+    (plain, plain_state, plain_epoch), (ahead, ahead_state, ahead_epoch) = runs[False], runs[True]
+    assert ahead_state == plain_state and ahead_state["epoch"] == 1 and ahead_state["batch"] == 2
+    assert ahead_epoch == plain_epoch == 1
+    for a, b in zip(plain, ahead, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_background_batch_thread_raises_on_the_callers_thread(tmp_path: Path) -> None:
+    make_dataset(tmp_path, ["h264", "h264"], [30, 30])
+    with loader_for(data_cfg(tmp_path, batch_size=1), CYCLETIME) as loader:
+        for path in tmp_path.glob("*.mp4"):  # every file breaks after indexing: nothing left to decode
+            path.write_bytes(path.read_bytes()[:200])
+        with pytest.raises(RuntimeError, match="every video failed to decode"):
+            next(iter(loader))
+
+
 @pytest.mark.parametrize("policy", ["skip", "pad"])
 def test_short_videos_skipped_or_padded(
     tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture

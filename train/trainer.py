@@ -400,5 +400,6 @@ def run_training(cfg: Config) -> int:
     try:
         return trainer.train()
     finally:
+        trainer.loader.close()  # stops the batch thread before the process group and CUDA go away
         if dist.is_initialized():
             dist.destroy_process_group()

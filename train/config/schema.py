@@ -50,6 +50,11 @@ class DataConfig:
     )
     threads: int = param(4, "decoder/augmentation threads per rank", ge=1)
     prefetch: int = param(2, "batches decoded ahead of the training step", ge=1)
+    batch_thread: bool = param(
+        True,
+        "assemble batches (DALI outputs, next feed, collate) on a background thread, 2 ahead of the "
+        "training step, instead of on the training thread",
+    )
     frame_cache_gib: float = param(
         0.0,
         "decoded frames of whole videos kept in RAM per rank, up to this many GiB (0: off); PyAV-decoded "

@@ -6,14 +6,19 @@ Each rank builds the same index and clip list, takes its own slice of every epoc
 (`sampling.epoch_plan`) and yields exactly `batches_per_epoch` batches per epoch, so collectives
 never wait on a rank that ran out of data. Per batch, a thread pool prepares each sample ahead of
 time (reads the file's bytes for DALI, or decodes the frames with PyAV) and the DALI pipeline keeps
-`data.prefetch` batches in flight. A sample that fails to decode is replaced by a random clip of
-another video (counted, and the file is named in a warning) so the batch count never changes.
+`data.prefetch` batches in flight. With `data.batch_thread` (the default) `iter(loader)` assembles
+the batches (DALI's outputs, the next feed, the collate) on a background thread, `BATCHES_AHEAD` ahead
+of the training step: on the training thread that work would run while the GPU idles at the step's host
+syncs. A sample that fails to decode is replaced by a random clip of another video (counted, and the
+file is named in a warning) so the batch count never changes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -42,6 +47,8 @@ from train.data.sampling import EpochPlan, Sample, build_clip_list, epoch_plan
 from train.data.sequence_reader import SequenceReaderStream, sequence_reader_refusal
 
 log = logging.getLogger(__name__)
+
+BATCHES_AHEAD = 2  # batches the background thread holds ready (GPU memory: this many batches of frames)
 
 
 @dataclass
@@ -129,6 +136,7 @@ class VideoLoader:
         self._in_dali: deque[_Batch] = deque()  # fed, output pending
         self._next_pos = (0, 0)
         self._unexplained_failures = 0
+        self._worker: _BatchThread | None = None  # iter(): the thread assembling batches, when running
         self._reader: SequenceReaderStream | None = None
         if "nvdec" in self._routes and no_reader is None:
             self._reader = SequenceReaderStream(
@@ -153,7 +161,12 @@ class VideoLoader:
     @property
     def epoch(self) -> int:
         """The epoch of the next batch."""
-        return self._epoch
+        return self.position[0]
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, batch) of the next batch the caller gets (the background thread may be ahead of it)."""
+        return self._worker.consumed if self._worker is not None else (self._epoch, self._batch)
 
     def stats(self) -> dict[str, int]:
         """Counts of what was left out, padded, replaced and how samples were decoded."""
@@ -192,9 +205,10 @@ class VideoLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """The position of the next batch; the plan is a pure function of (seed, epoch), so this is all."""
+        epoch, batch = self.position
         return {
-            "epoch": self._epoch,
-            "batch": self._batch,
+            "epoch": epoch,
+            "batch": batch,
             "world_size": self.world_size,
             "seed": self.seed,
             "clips_per_epoch": len(self.clips),
@@ -221,21 +235,34 @@ class VideoLoader:
             )
         if batch >= self.batches_per_epoch:
             epoch, batch = epoch + 1, 0
+        self._stop_worker()
         self._reset()
         self._epoch, self._batch = epoch, batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            yield self._next()
+        """Batches forever; with `data.batch_thread` assembled on a background thread."""
+        if not self.cfg.batch_thread:
+            while True:
+                yield self._next()
+        self._stop_worker()  # one background thread per loader: a second iter() takes over
+        worker = self._worker = _BatchThread(self, (self._epoch, self._batch))
+        try:
+            while True:
+                yield worker.get()
+        finally:
+            if self._worker is worker:
+                self._stop_worker()
 
     def epoch_iter(self) -> Iterator[dict[str, torch.Tensor]]:
-        """The remaining batches of the current epoch."""
+        """The remaining batches of the current epoch, assembled on the calling thread."""
+        self._stop_worker()
         epoch = self._epoch
         while self._epoch == epoch:
             yield self._next()
 
     def close(self) -> None:
         """Stop the worker threads and release the pipeline."""
+        self._stop_worker()
         self._reset()
         if self._reader is not None:
             self._reader.close()
@@ -248,6 +275,16 @@ class VideoLoader:
         self.close()
 
     # ---- the stream -----------------------------------------------------------------------------
+    def _stop_worker(self) -> None:
+        """Stop the background thread and rewind to the first batch the caller has not got: the batches
+        it made ahead are dropped (DALI's queue with them) and are made again by the next iteration."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        worker.stop()
+        self._reset()
+        self._epoch, self._batch = worker.consumed
+
     def _next(self) -> dict[str, torch.Tensor]:
         if self._reader is not None:
             if self._reader.position != (self._epoch, self._batch):
@@ -440,6 +477,56 @@ class VideoLoader:
             log.debug(
                 "data: NVDEC sequence-reader pipelines built in %.1fs so far", self._reader.build_seconds
             )
+
+
+class _BatchThread:
+    """Runs `loader._next()` on a daemon thread, `BATCHES_AHEAD` batches ahead of `get()`.
+
+    The thread is the only one touching the loader's stream state (DALI pipelines, positions) while it
+    runs; `get()` re-raises its errors on the caller's thread. `consumed` is the caller's position.
+    """
+
+    def __init__(self, loader: VideoLoader, start: tuple[int, int]):
+        self.consumed = start
+        self._per_epoch = loader.batches_per_epoch
+        self._queue: queue.Queue = queue.Queue(maxsize=BATCHES_AHEAD)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(loader,), name="cyclecorr-batches", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, loader: VideoLoader) -> None:
+        try:
+            if loader.device.type == "cuda":
+                torch.cuda.set_device(loader.device)  # this thread's default device is the rank's GPU
+            while not self._stopping.is_set():
+                item = ((loader._epoch, loader._batch), loader._next(), None)
+                self._put(item)
+        except BaseException as err:  # handed to the caller's thread and raised there
+            self._put((None, None, err))
+
+    def _put(self, item: tuple) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> dict[str, torch.Tensor]:
+        position, batch, err = self._queue.get()
+        if err is not None:
+            raise err
+        epoch, index = position
+        self.consumed = (epoch, index + 1) if index + 1 < self._per_epoch else (epoch + 1, 0)
+        return batch
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
 
 def build_loader(

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# GPU call (2026-12-04, second session): CycleTime recipes trained SIDE BY SIDE on one GPU from DAVIS-2016
+# train (plus, where a recipe says so, more video), evaluated on DAVIS-2016 val (5 sequences, evaluator
+# defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow eval_davis/JF),
+# with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them).
+# Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md):
+#   bash docs/results/gpu-2026-12-04b/ct_multi.sh NAME "overrides" [NAME "overrides" ...]
+# Every run starts from configs/cycletime_no_inlier.yaml (CONFIG to change) at batch 32, bf16, not compiled,
+# NVDEC x8, for MIN minutes; a recipe's overrides come last and win (data.root=..., optim.*, ...).
+set -u
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH TORCH_CUDA_ARCH_LIST=9.0 PYTHONUNBUFFERED=1
+D=${DAVIS:-/tmp/data/davis2016}
+R=${RESULTS:-/tmp/ctm}
+MIN=${MIN:-7.75}
+OUT=${OUT:-$R/out}
+CONFIG=${CONFIG:-configs/cycletime_no_inlier.yaml}
+mkdir -p "$R" "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/gpu.txt" 2>&1
+pack() {  # logs, evaluations and MLflow stores; no checkpoints, weights or images (a host call returns 16 MiB a file)
+  tar -czf "$1" -C "$R" --exclude='runs/*/checkpoints' --exclude='runs/*/final' --exclude='*.mp4' --exclude='*.png' \
+    --exclude='./out' .
+}
+# A host call ends at 600 s: pack what exists shortly before, in case this one runs long.
+( sleep "${PACK_AT:-570}"; pack "$OUT/ct_partial.tgz" ) > /dev/null 2>&1 < /dev/null &
+dog=$!
+disown
+
+if [ "${BASELINES:-1}" = 1 ]; then
+  (
+    python -m cycletime.evaluate --baseline lab --davis "$D/val" --no-overlays --out "$R/ev_lab"
+    python -m cycletime.evaluate --baseline random-init --davis "$D/val" --no-overlays --out "$R/ev_random_r50"
+  ) > "$R/baselines.log" 2>&1 &
+fi
+
+while [ $# -ge 2 ]; do
+  name=$1
+  read -r -a over <<< "$2"
+  shift 2
+  python train/run.py --config "$CONFIG" \
+    "data.root=$D/train" "data.batch_size=${BATCH:-32}" data.nvdec_readers=8 data.threads=8 \
+    trainer.steps=1000000 "trainer.max_minutes=$MIN" trainer.eval_every_minutes=2 trainer.ckpt_every=1000000 \
+    trainer.log_every=25 trainer.compile=false "cycletime.eval.davis=$D/val" "${over[@]}" \
+    "trainer.run_dir=$R/runs/$name" "tracking.uri=sqlite:///$R/mlflow_$name.db" "tracking.run_name=ct-$name" \
+    > "$R/train_$name.log" 2>&1 &
+done
+wait
+
+grep -h "DAVIS overall" "$R"/baselines.log 2>/dev/null
+for log in "$R"/train_*.log; do
+  echo "== $log"
+  grep -h "evaluation at step" "$log"
+  grep "step .*clips/s" "$log" | sed -n '1p;$p'
+  grep -h "Error\|error" "$log" | head -3
+done
+pack "$OUT/ct_results.tgz"
+ls -la "$OUT"
+kill "$dog" 2>/dev/null
