@@ -439,6 +439,28 @@ def test_nvdec_sequence_reader_crosses_chunks_and_resumes(tmp_path: Path, monkey
             assert torch.equal(got["frames"], want["frames"])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("readers", [2, 0], ids=["sequence-reader", "per-sample"])
+def test_batch_thread_frames_survive_a_busy_gpu(tmp_path: Path, readers: int) -> None:
+    """The batch thread copies DALI's output while the training step still fills the default stream;
+    every batch must hold its own frames, not those DALI wrote into the released buffer afterwards."""
+    written = make_dataset(tmp_path, ["h264"] * 4, [40, 24, 36, 60])
+    cfg = data_cfg(tmp_path, decoder="nvdec", nvdec_readers=readers, batch_thread=True)
+    busy = torch.randn(8192, 8192, device="cuda")
+    with build_loader(
+        cfg, CYCLETIME, rank=0, world_size=1, local_rank=0, device=torch.device("cuda")
+    ) as loader:
+        stream = iter(loader)
+        for i in range(2 * loader.batches_per_epoch):
+            for _ in range(4):  # ~0.1 s of queued work, no sync: like a training step running ahead
+                busy = torch.tanh(busy @ busy / 8192)
+            batch = next(stream)
+            epoch, b = divmod(i, loader.batches_per_epoch)
+            check_batch_pixels(
+                loader, {k: v.cpu() for k, v in batch.items()}, loader.plan(epoch).batch(b), written, tol=8
+            )
+
+
 def test_files_nvdec_cannot_take_go_to_pyav(tmp_path: Path) -> None:
     """Routed up front: everything but H.264 (train/data/decoders.py: VP9 and HEVC gave wrong frames on
     an H200's NVDEC), and H.264 below NVDEC's 48x16 minimum."""
