@@ -3,7 +3,8 @@
 Host syncs: metrics and the all-rank agreement to stop happen on log steps only. The one per-step
 sync is the non-finite guard (`trainer.skip_nonfinite`, on by default): every loss is checked before
 backward and, if any rank's is inf/NaN, all ranks skip that backward and update together (a rank
-that skipped alone would leave the others waiting in the gradient all-reduce). With the guard off,
+that skipped alone would leave the others waiting in the gradient all-reduce), and the forward's
+changes to the model's buffers (BatchNorm running statistics) are put back. With the guard off,
 a non-finite loss is only seen at the next log step, which then stops the run with the last good
 checkpoint kept.
 """
@@ -83,6 +84,10 @@ class Trainer:
         model = prepare_model(model, cfg, self.dist.device)
         self.signature = checkpoint.model_signature(model)
         self.engine = build_engine(model, cfg, self.dist)
+        # Buffers (BatchNorm running statistics) change in the forward pass, before the loss is checked:
+        # a skipped non-finite step puts them back, or one NaN batch would poison every later evaluation.
+        self._buffers = [b for b in self.engine.module.buffers()]
+        self._buffers_before = [b.clone() for b in self._buffers] if cfg.trainer.skip_nonfinite else []
         self.compute_dtype = DTYPES[cfg.trainer.precision]
 
         from train.data.loader import build_loader
@@ -227,10 +232,15 @@ class Trainer:
                 start = time.perf_counter()
                 batch = next(batches)
                 speed.waited(time.perf_counter() - start, self.cfg.data.batch_size)
+                if self._buffers_before:
+                    torch._foreach_copy_(self._buffers_before, self._buffers)
                 loss, parts = self._forward(batch)
                 if t.skip_nonfinite and not _all_finite(loss):
                     # No backward, no update; with accumulation the update waits for the next finite
                     # micro-batch (DeepSpeed counts micro-steps in backward/step, which we skipped).
+                    # The forward's buffer updates (BatchNorm running statistics) are undone.
+                    if self._buffers_before:
+                        torch._foreach_copy_(self._buffers, self._buffers_before)
                     skipped = True
                     continue
                 self.engine.backward(loss)
