@@ -15,6 +15,7 @@ sample, so resuming reproduces them), normalisation with ImageNet mean/std, FCHW
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -185,15 +186,38 @@ def augment_clips(frames, crop_x, crop_y, flip, settings: PipelineSettings):
 
 
 def to_torch(frames: TensorListCPU | TensorListGPU, device: torch.device) -> torch.Tensor:
-    """Copy a DALI output batch (B clips of [F, C, H, W] float32) into a new torch tensor on `device`."""
+    """Copy a DALI output batch (B clips of [F, C, H, W] float32) into a new torch tensor on `device`.
+
+    On the GPU the copy is finished when this returns: the caller releases DALI's output buffer next, and
+    DALI writes a later batch into it. The copy runs on a side stream and only the calling thread waits
+    for it; queued behind the training step on the default stream (the loader's batch thread runs a step
+    ahead) it would read the buffer after DALI had overwritten it.
+    """
     tensor = frames.as_tensor()
     if isinstance(frames, TensorListGPU):
         from nvidia.dali.plugin.pytorch import feed_ndarray  # imports torch's CUDA bits: only on GPU
 
-        out = torch.empty(tensor.shape(), dtype=torch.float32, device=device)
-        feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
+        stream = _copy_stream(device)
+        with torch.cuda.stream(stream):
+            out = torch.empty(tensor.shape(), dtype=torch.float32, device=device)
+        feed_ndarray(tensor, out, cuda_stream=stream)
+        stream.synchronize()
+        # Used on the default stream from here: its memory is not reused before that work is done.
+        out.record_stream(torch.cuda.default_stream(device))
         return out
     return torch.from_numpy(np.array(tensor)).to(device)
+
+
+_THREAD = threading.local()  # .copy_streams: {GPU index: side stream} of this thread
+
+
+def _copy_stream(device: torch.device) -> torch.cuda.Stream:
+    """This thread's side stream on `device` for `to_torch`'s copies."""
+    streams = _THREAD.__dict__.setdefault("copy_streams", {})
+    index = torch.device(device).index or 0
+    if index not in streams:
+        streams[index] = torch.cuda.Stream(device)
+    return streams[index]
 
 
 def decode_failure(checker: ClipPipeline, sample_input: SampleInput) -> str | None:
