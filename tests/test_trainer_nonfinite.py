@@ -54,9 +54,12 @@ def test_without_skipping_a_nan_update_is_never_checkpointed(tmp_path: Path) -> 
     assert checkpoint.complete_tags(trainer.ckpt_dir) == [checkpoint.tag_for(2)]
 
 
-def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path: Path) -> None:
+def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """NaN frames make the forward write NaN into BatchNorm's running statistics before the loss is
-    checked; the skip must put them back, or every later evaluation (eval-mode BatchNorm) is NaN."""
+    checked; the skip must put them back, or every later evaluation (eval-mode BatchNorm) is NaN. The
+    warning names the skipped step's clips, so a bad video can be found."""
     cfg = tiny_cycletime_config(tmp_path, "run", "trainer.steps=4", "trainer.ckpt_every=100")
     trainer = Trainer(cfg)
     real_prepare = trainer.spec.prepare
@@ -79,3 +82,8 @@ def test_a_skipped_step_leaves_batchnorm_statistics_as_they_were(tmp_path: Path)
     # Step 3's forward left no trace: num_batches_tracked advanced by step 4's forward only.
     tracked = [k for k in buffers if k.endswith("num_batches_tracked")]
     assert tracked and all(int(buffers[k]) == int(seen["before"][k]) + 1 for k in tracked)
+    warning = next(
+        r.getMessage() for r in caplog.records if "non-finite loss, step skipped" in r.getMessage()
+    )
+    assert warning.startswith("step 3: ") and "(1 skipped so far)" in warning
+    assert any(f"{v.name} [" in warning for v in trainer.loader.index.videos)

@@ -241,6 +241,7 @@ class Trainer:
                     # The forward's buffer updates (BatchNorm running statistics) are undone.
                     if self._buffers_before:
                         torch._foreach_copy_(self._buffers, self._buffers_before)
+                    self._warn_skipped(batch, loss)
                     skipped = True
                     continue
                 self.engine.backward(loss)
@@ -282,6 +283,28 @@ class Trainer:
         DeepSpeed's torch_autocast section, generated from the same setting, covers its own forward)."""
         dtype = self.compute_dtype
         return torch.autocast(self.dist.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def _warn_skipped(self, batch: dict[str, torch.Tensor], loss: torch.Tensor) -> None:
+        """Name the clips of a skipped step (this rank's, if its loss was the non-finite one), so that a
+        video that keeps producing them can be found and left out. Runs only on skips (host syncs)."""
+        step = self.state.step + 1
+        if bool(torch.isfinite(loss.detach()).all()):
+            log.warning("step %d: non-finite loss on another rank; skipped on every rank", step)
+            return
+        videos = self.loader.index.videos
+        ranges = batch["frame_idx"][:, [0, -1]].tolist()
+        ids = batch["video_id"].tolist()
+        clips = [f"{videos[v].name} [{a}..{b}]" for v, (a, b) in zip(ids, ranges, strict=True)]
+        shown = "; ".join(clips[:_CLIPS_NAMED]) + (
+            f"; ... ({len(clips)} clips)" if len(clips) > _CLIPS_NAMED else ""
+        )
+        log.warning(
+            "step %d: non-finite loss, step skipped and BatchNorm statistics restored (%d skipped so far); "
+            "its clips (video [first..last frame]): %s",
+            step,
+            self.state.nonfinite_total + 1,
+            shown,
+        )
 
     def _count_nonfinite(self, skipped: bool) -> None:
         if skipped:
@@ -395,6 +418,9 @@ class Trainer:
                 "stopped at step %d after a checkpoint; run the same command again to resume", self.state.step
             )
         return exit_code
+
+
+_CLIPS_NAMED = 12  # clips a skipped step's warning names
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
