@@ -188,10 +188,10 @@ def augment_clips(frames, crop_x, crop_y, flip, settings: PipelineSettings):
 def to_torch(frames: TensorListCPU | TensorListGPU, device: torch.device) -> torch.Tensor:
     """Copy a DALI output batch (B clips of [F, C, H, W] float32) into a new torch tensor on `device`.
 
-    On the GPU the copy is finished when this returns: the caller releases DALI's output buffer next, and
-    DALI writes a later batch into it. The copy runs on a side stream and only the calling thread waits
-    for it; queued behind the training step on the default stream (the loader's batch thread runs a step
-    ahead) it would read the buffer after DALI had overwritten it.
+    On the GPU the copy is finished when this returns (on a side stream; only the calling thread waits),
+    so DALI may write a later batch into its buffer once the caller releases it, whatever the training
+    step has queued on the default stream. A safeguard for the loader's batch thread, which runs a step
+    ahead: on an H200 the busy-GPU loader test also passed with the copy queued on the default stream.
     """
     tensor = frames.as_tensor()
     if isinstance(frames, TensorListGPU):
