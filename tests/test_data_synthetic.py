@@ -306,7 +306,8 @@ def test_sprite_texture_moves_with_its_trajectory():
             tracked.append(np.abs(sample_bilinear(frames[t + 1], qx[visible], qy[visible]) - src).mean())
             static.append(np.abs(frames[t + 1][sel][sel_u][visible] - src).mean())
             steps.append(np.hypot(*np.subtract(s["centre"][t + 1], s["centre"][t])))
-    assert np.mean(tracked) < 6.0 and np.mean(tracked) < 0.4 * np.mean(static), (tracked, static)
+    # Resampling error grows with the texture's contrast; against the untracked error it stays a quarter.
+    assert np.mean(tracked) < 8.0 and np.mean(tracked) < 0.35 * np.mean(static), (tracked, static)
     assert 1.0 < np.mean(steps) < 6.0  # "a few pixels per frame" at this size
     # background: pixels free of sprites at t and t + 1 follow the pan offset
     offset = np.array(gt["background_offset"])
@@ -316,6 +317,21 @@ def test_sprite_texture_moves_with_its_trajectory():
     moved = sample_bilinear(frames[0], xs[inner] + dx, ys[inner] + dy)
     assert np.abs(moved - frames[1][inner]).mean() < 4.0
     assert np.hypot(dx, dy) > 0.2
+
+
+def test_sprites_share_the_background_palette():
+    """Colour alone does not single a sprite out: each is textured from the video's muted palette and
+    shares at least one colour with the background, as objects and background do in real video."""
+    for index in range(4):
+        gt = make_sprites_video(5, index, 2, 64, 48).gt
+        palette = [tuple(c) for c in gt["palette"]]
+        for s in gt["sprites"]:
+            colours = [tuple(c) for c in s["colours"]]
+            assert len(set(colours)) == 2 and set(colours) <= set(palette)
+            assert set(colours) & set(palette[:2])  # the background mixes palette colours 0 and 1
+        for r, g, b in palette:
+            saturation = 1 - min(r, g, b) / max(r, g, b)
+            assert 0.19 < saturation < 0.46, (index, r, g, b)
 
 
 # ---------------------------------------------------------------------------------- phase ground truth

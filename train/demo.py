@@ -29,7 +29,7 @@ from train.tracking import tracking_uri
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs/smoke/cycletime.yaml"
 EVAL_SET = SyntheticConfig(
-    kind="sprites", videos=3, frames=24, width=160, height=128, codec="h264", seed=1234
+    kind="sprites", videos=8, frames=24, width=160, height=128, codec="h264", seed=1234
 )
 log = logging.getLogger("demo")
 
@@ -57,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"
     # One list for the launch and for the report's config, so a user override wins in both.
-    overrides = [f"cycletime.eval.davis={eval_root / 'davis'}", *args.overrides]
+    # A run directory of its own: the smoke config's shared one would make a second demo resume the first
+    # (already finished) run and train nothing.
+    overrides = [
+        f"cycletime.eval.davis={eval_root / 'davis'}",
+        f"trainer.run_dir=runs/{run_name}",
+        *args.overrides,
+    ]
     command = [
         deepspeed_launcher(),
         "--num_gpus",

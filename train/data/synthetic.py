@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 FPS = 24.0  # frame rate written into every synthetic video (that of the DAVIS mp4s in shared/data)
 GOP = 8  # keyframe interval, as in the DAVIS mp4s: short clips can start anywhere cheaply
 # Bump when the renderers or the file layout change: datasets written by an older version regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: sprites coloured from the background's palette
 MANIFEST = "DONE"
 LABELS = "labels.json"
 DAVIS_DIR = "davis"

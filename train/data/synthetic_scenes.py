@@ -23,6 +23,10 @@ from train.data.video_io import to_yuv420
 
 KIND_CODES = {"sprites": 1, "phases": 2}  # part of each video's seed, so the two kinds never share noise
 SHAPES = ("disc", "square", "blob")
+# Muted colours per sprites video: the background mixes the first two, each sprite two of the three, so
+# every sprite shares at least one colour with the background and colour alone cannot tell them apart.
+PALETTE_SIZE = 3
+TEXTURE_CONTRAST = 0.8  # luminance contrast of sprite and background textures (0: flat colour; 1: full)
 PHASE_NAMES = ("slide", "climb", "lamp_on", "drop")
 # Canonical times where each phase starts and the last one ends: the same for every video and dataset.
 PHASE_BOUNDARIES = (0.0, 0.3, 0.55, 0.8, 1.0)
@@ -95,18 +99,28 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def _background(rng: np.random.Generator, H: int, W: int, contrast: float) -> np.ndarray:
-    """Textured background [H, W, 3] in [0, 1]: fine luminance detail over slowly varying muted colours.
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A random colour of low saturation, RGB [3]: what backgrounds (and sprites) are made of."""
+    return hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.45), 1.0)
 
-    Colour varies only at coarse scale because 4:2:0 video keeps chroma at half resolution; the fine
-    detail lives in luminance, which survives encoding almost exactly.
+
+def _two_colour_texture(
+    detail_HW: np.ndarray, mix_HW: np.ndarray, colour_a: np.ndarray, colour_b: np.ndarray, contrast: float
+) -> np.ndarray:
+    """Fine luminance detail over a slowly varying mix of two colours -> [H, W, 3] in [0, 1].
+
+    Colour varies only at coarse scale (`mix`, steep spectrum) because 4:2:0 video keeps chroma at half
+    resolution; the fine detail lives in luminance, which survives encoding almost exactly.
     """
-    detail = noise_texture(rng, H, W, beta=1.5)[..., None]
-    mix = noise_texture(rng, H, W, beta=3.0)[..., None]
-    colour_a = hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.45), 1.0)
-    colour_b = hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.45), 1.0)
-    colour = colour_a * mix + colour_b * (1 - mix)
-    return colour * (0.5 - contrast / 2 + contrast * detail)
+    colour = colour_a * mix_HW[..., None] + colour_b * (1 - mix_HW[..., None])
+    return colour * (0.5 - contrast / 2 + contrast * detail_HW[..., None])
+
+
+def _background(rng: np.random.Generator, H: int, W: int, contrast: float) -> np.ndarray:
+    """Textured background [H, W, 3] in [0, 1]: fine luminance detail over two muted colours."""
+    detail = noise_texture(rng, H, W, beta=1.5)
+    mix = noise_texture(rng, H, W, beta=3.0)
+    return _two_colour_texture(detail, mix, _muted_colour(rng), _muted_colour(rng), contrast)
 
 
 # ----------------------------------------------------------------------------------------------- sprites
@@ -123,8 +137,8 @@ def _shape_inside(shape: str, u: np.ndarray, v: np.ndarray, lobes: np.ndarray) -
     return np.hypot(u, v) <= rho
 
 
-def _sprite_params(rng: np.random.Generator, sid: int, hue: float, T: int, H: int, W: int) -> dict:
-    """One sprite's look and its smooth trajectory (centre, angle, scale per frame), kept inside the frame."""
+def _sprite_params(rng: np.random.Generator, sid: int, T: int, H: int, W: int) -> dict:
+    """One sprite's shape and smooth trajectory (centre, angle, scale per frame), kept inside the frame."""
     side = min(H, W)
     radius = rng.uniform(0.1, 0.16) * side
     scale_amp = rng.uniform(0.0, 0.1)
@@ -141,7 +155,6 @@ def _sprite_params(rng: np.random.Generator, sid: int, hue: float, T: int, H: in
     return {
         "id": sid,
         "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-        "colour": hsv_to_rgb(hue, rng.uniform(0.65, 0.95), rng.uniform(0.8, 1.0)).tolist(),
         "radius": float(radius),
         "centre": np.stack(centre, axis=1).tolist(),  # [T, 2] (x, y)
         "angle": (rng.uniform(0, 2 * np.pi) + rng.uniform(-0.05, 0.05) * t).tolist(),  # radians
@@ -181,16 +194,28 @@ def _bounding_box(sprite: dict, t: int, H: int, W: int) -> tuple[slice, slice]:
 
 
 def make_sprites_video(seed: int, index: int, frames: int, width: int, height: int) -> SyntheticVideo:
-    """2-4 textured sprites over a panning textured background -> frames, masks [T, H, W] and ground truth."""
+    """2-4 textured sprites over a panning textured background -> frames, masks [T, H, W] and ground truth.
+
+    Sprites and background are textured alike, from one palette of muted colours per video: the
+    background mixes palette colours 0 and 1, each sprite two palette colours of its own draw, so
+    colours repeat across objects and background (as in real video) and telling a sprite apart takes
+    its texture, outline and motion, not its colour alone.
+    """
     T, H, W = frames, height, width
     rng = video_rng(seed, "sprites", index)
     S = int(rng.integers(2, 5))
-    hue0 = rng.random()
-    sprites = [
-        _sprite_params(rng, s + 1, (hue0 + s / S + rng.uniform(-0.05, 0.05)) % 1, T, H, W) for s in range(S)
-    ]
-    textures = [noise_texture(rng, 64, 64, beta=1.5)[..., None] for _ in range(S)]
-    background = _background(rng, 2 * H, 2 * W, contrast=0.8)
+    sprites = [_sprite_params(rng, s + 1, T, H, W) for s in range(S)]
+    palette = [_muted_colour(rng) for _ in range(PALETTE_SIZE)]
+    textures = []
+    for sprite in sprites:
+        pair = rng.choice(PALETTE_SIZE, size=2, replace=False)
+        sprite["colours"] = [palette[i].tolist() for i in pair]
+        detail, mix = (noise_texture(rng, 64, 64, beta) for beta in (1.5, 3.0))
+        textures.append(
+            _two_colour_texture(detail, mix, palette[pair[0]], palette[pair[1]], TEXTURE_CONTRAST)
+        )
+    detail, mix = (noise_texture(rng, 2 * H, 2 * W, beta) for beta in (1.5, 3.0))
+    background = _two_colour_texture(detail, mix, palette[0], palette[1], TEXTURE_CONTRAST)
     pan_dir = rng.uniform(0, 2 * np.pi)
     pan = rng.uniform(0.3, 1.0) * min(H, W) / 128 * np.arange(T)  # px/frame
     offset_T2 = rng.uniform(0, [W, H]) + pan[:, None] * np.array([np.cos(pan_dir), np.sin(pan_dir)])
@@ -205,8 +230,7 @@ def make_sprites_video(seed: int, index: int, frames: int, width: int, height: i
             u, v = sprite_local_coords(sprite, t, xs[box], ys[box])
             inside = _shape_inside(sprite["shape"], u, v, np.array(sprite["lobes"]))
             n = tex.shape[0]
-            shade = sample_bilinear(tex, (u[inside] + 1) * (n / 2), (v[inside] + 1) * (n / 2))
-            frame[box][inside] = np.array(sprite["colour"]) * (0.3 + 0.7 * shade)
+            frame[box][inside] = sample_bilinear(tex, (u[inside] + 1) * (n / 2), (v[inside] + 1) * (n / 2))
             masks[t][box][inside] = sprite["id"]
         video[t] = _to_uint8(frame)
     gt = {
@@ -217,6 +241,7 @@ def make_sprites_video(seed: int, index: int, frames: int, width: int, height: i
         "coords": "x = column, y = row, in pixels; (0, 0) is the centre of the top-left pixel",
         "draw_order": [s["id"] for s in sprites],
         "background_offset": offset_T2.tolist(),  # frame pixel (x, y) shows background (x + ox, y + oy)
+        "palette": [c.tolist() for c in palette],
         "sprites": sprites,
     }
     return SyntheticVideo(to_yuv420(video), masks, gt)
