@@ -86,7 +86,7 @@ class Trainer:
         self.engine = build_engine(model, cfg, self.dist)
         # Buffers (BatchNorm running statistics) change in the forward pass, before the loss is checked:
         # a skipped non-finite step puts them back, or one NaN batch would poison every later evaluation.
-        self._buffers = [b for b in self.engine.module.buffers()]
+        self._buffers = list(self.engine.module.buffers())
         self._buffers_before = [b.clone() for b in self._buffers] if cfg.trainer.skip_nonfinite else []
         self.compute_dtype = DTYPES[cfg.trainer.precision]
 

@@ -116,10 +116,14 @@ def _two_colour_texture(
     return colour * (0.5 - contrast / 2 + contrast * detail_HW[..., None])
 
 
+def _noise_pair(rng: np.random.Generator, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fine luminance detail, coarse colour mix) noise [H, W] each, for `_two_colour_texture`."""
+    return noise_texture(rng, H, W, beta=1.5), noise_texture(rng, H, W, beta=3.0)
+
+
 def _background(rng: np.random.Generator, H: int, W: int, contrast: float) -> np.ndarray:
     """Textured background [H, W, 3] in [0, 1]: fine luminance detail over two muted colours."""
-    detail = noise_texture(rng, H, W, beta=1.5)
-    mix = noise_texture(rng, H, W, beta=3.0)
+    detail, mix = _noise_pair(rng, H, W)
     return _two_colour_texture(detail, mix, _muted_colour(rng), _muted_colour(rng), contrast)
 
 
@@ -210,11 +214,11 @@ def make_sprites_video(seed: int, index: int, frames: int, width: int, height: i
     for sprite in sprites:
         pair = rng.choice(PALETTE_SIZE, size=2, replace=False)
         sprite["colours"] = [palette[i].tolist() for i in pair]
-        detail, mix = (noise_texture(rng, 64, 64, beta) for beta in (1.5, 3.0))
+        detail, mix = _noise_pair(rng, 64, 64)
         textures.append(
             _two_colour_texture(detail, mix, palette[pair[0]], palette[pair[1]], TEXTURE_CONTRAST)
         )
-    detail, mix = (noise_texture(rng, 2 * H, 2 * W, beta) for beta in (1.5, 3.0))
+    detail, mix = _noise_pair(rng, 2 * H, 2 * W)
     background = _two_colour_texture(detail, mix, palette[0], palette[1], TEXTURE_CONTRAST)
     pan_dir = rng.uniform(0, 2 * np.pi)
     pan = rng.uniform(0.3, 1.0) * min(H, W) / 128 * np.arange(T)  # px/frame
