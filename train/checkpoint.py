@@ -156,14 +156,19 @@ def export_weights(engine: Any, ckpt_dir: Path, tag: str, out: Path) -> Path:
     """
     rank = dist.get_rank() if dist.is_initialized() else 0
     if rank == 0:
-        state = _fp32_state_dict(engine, ckpt_dir, tag)
-        state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, out)
-        log.info("exported %d tensors to %s", len(state), out)
+        write_weights(_fp32_state_dict(engine, ckpt_dir, tag), out)
     barrier()
+    return out
+
+
+def write_weights(state: dict[str, torch.Tensor], out: Path) -> Path:
+    """A state dict as fp32 CPU tensors at `out`, atomically (a crash leaves no half-written file)."""
+    state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    log.info("exported %d tensors to %s", len(state), out)
     return out
 
 

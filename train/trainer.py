@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from train import checkpoint
 from train.config import Config, ConfigError, config_to_dict, dump_config
+from train.ema import WeightAverage
 from train.engine import (
     DTYPES,
     DistInfo,
@@ -66,6 +67,10 @@ class Trainer:
         if precision != cfg.trainer.precision:
             log.info("trainer.precision=auto: %s on %s", precision, self.dist.device.type)
             cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision=precision))
+        if cfg.trainer.ema and cfg.trainer.zero_stage == 3:
+            raise ConfigError(
+                "trainer.ema needs every rank to hold whole parameters: use zero_stage 0-2, or trainer.ema=0"
+            )
         self.cfg = cfg
         self.spec = load_method(cfg.method)
         self.mcfg = cfg.method_cfg
@@ -89,6 +94,7 @@ class Trainer:
         self._buffers = list(self.engine.module.buffers())
         self._buffers_before = [b.clone() for b in self._buffers] if cfg.trainer.skip_nonfinite else []
         self.compute_dtype = DTYPES[cfg.trainer.precision]
+        self.ema = WeightAverage(self.engine.module, cfg.trainer.ema) if cfg.trainer.ema else None
 
         from train.data.loader import build_loader
 
@@ -132,6 +138,12 @@ class Trainer:
             return
         client = checkpoint.load(self.engine, self.ckpt_dir, tag, self._expect())
         self.state = RunState(**client["run_state"])
+        if self.ema is not None:
+            if "ema" in client:
+                self.ema.load_state_dict(client["ema"])
+            else:
+                self.ema = WeightAverage(self.engine.module, self.cfg.trainer.ema)
+                log.warning("%s holds no weight average (trainer.ema was off): it starts from here", tag)
         self.loader.load_state_dict(client["data"])
         saved_world = len(client["rng"])
         if saved_world == self.dist.world_size:
@@ -152,12 +164,15 @@ class Trainer:
         if multi_rank():
             states = [None] * self.dist.world_size
             dist.all_gather_object(states, mine)
-        return {
+        state = {
             "run_state": vars(self.state).copy(),
             "data": self.loader.state_dict(),
             "rng": [rng for rng, _ in states],
             "generator": [gen for _, gen in states],
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def _save(self) -> str:
         return checkpoint.save(
@@ -249,6 +264,8 @@ class Trainer:
                 meter.add(parts | {"loss": loss.detach()})
             self.state.step += 1
             self._count_nonfinite(skipped)
+            if self.ema is not None:
+                self.ema.update()
 
             step = self.state.step
             log_now = step % t.log_every == 0 or step == t.steps
@@ -370,6 +387,7 @@ class Trainer:
         return EXIT_OK
 
     def _evaluate(self, step: int) -> dict[str, float]:
+        """Scores the weights the run exports (the average with `trainer.ema`), on rank 0."""
         if self.spec.evaluate is None:
             return {}
         if self.cfg.trainer.zero_stage == 3:
@@ -379,20 +397,30 @@ class Trainer:
             return {}
         scores: dict[str, float] = {}
         if self.dist.is_main:
-            sub = f"eval/{checkpoint.tag_for(step)}"
-            out_dir = self.run_dir / sub
-            self.engine.module.eval()
-            with torch.no_grad(), self._autocast():
-                scores = self.spec.evaluate(self.engine.module, self.mcfg, str(out_dir))
-            self.engine.module.train()
-            if scores:
-                self.tracker.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step)
-                log.info("evaluation at step %d: %s", step, scores)
-                # The metrics file and the videos an evaluation writes (TCC's aligned grid, aligned.mp4),
-                # so that the MLflow run shows how the alignment looks at every evaluated step.
-                for path in sorted([*out_dir.glob("*.json"), *out_dir.glob("*.mp4")]):
-                    self.tracker.log_artifact(path, sub)
+            tag = checkpoint.tag_for(step)
+            if self.ema is None:
+                scores = self._evaluate_weights(step, f"eval/{tag}", "eval")
+            else:
+                with self.ema.swapped_in():
+                    scores = self._evaluate_weights(step, f"eval/{tag}", "eval")
+                if self.cfg.trainer.ema_eval_live:
+                    self._evaluate_weights(step, f"eval/{tag}-live", "eval_live")
         barrier()
+        return scores
+
+    def _evaluate_weights(self, step: int, sub: str, prefix: str) -> dict[str, float]:
+        out_dir = self.run_dir / sub
+        self.engine.module.eval()
+        with torch.no_grad(), self._autocast():
+            scores = self.spec.evaluate(self.engine.module, self.mcfg, str(out_dir))
+        self.engine.module.train()
+        if scores:
+            self.tracker.log_metrics({f"{prefix}_{k}": v for k, v in scores.items()}, step)
+            log.info("evaluation%s at step %d: %s", "" if prefix == "eval" else f" ({prefix})", step, scores)
+            # The metrics file and the videos an evaluation writes (TCC's aligned grid, aligned.mp4),
+            # so that the MLflow run shows how the alignment looks at every evaluated step.
+            for path in sorted([*out_dir.glob("*.json"), *out_dir.glob("*.mp4")]):
+                self.tracker.log_artifact(path, sub)
         return scores
 
     def _finish(self, exit_code: int, last_saved: int | None) -> int:
@@ -403,6 +431,11 @@ class Trainer:
             weights = checkpoint.export_weights(
                 self.engine, self.ckpt_dir, tag, self.run_dir / "final" / "weights.pt"
             )
+            if self.ema is not None and self.dist.is_main:
+                # The averaged weights are the run's result; the last step's stay beside them.
+                os.replace(weights, weights.with_name("weights_live.pt"))
+                with self.ema.swapped_in():
+                    checkpoint.write_weights(self.engine.module.state_dict(), weights)
             self._evaluate(self.state.step)
             self.tracker.log_artifact(weights, "weights")
         status = {EXIT_OK: "FINISHED", EXIT_INTERRUPTED: "KILLED"}.get(exit_code, "FAILED")

@@ -120,6 +120,16 @@ class TrainerConfig:
         "check each loss before backward and skip non-finite steps on all ranks (one host sync per step)",
     )
     max_nonfinite: int = param(20, "stop after this many non-finite losses in a row", ge=1)
+    ema: float = param(
+        0.0,
+        "decay of an exponential moving average of the weights, evaluated and exported instead of the "
+        "last step's (e.g. 0.998: about the last 500 steps); 0: off. Not with zero_stage 3",
+        ge=0,
+        lt=1,
+    )
+    ema_eval_live: bool = param(
+        False, "with ema: evaluations also score the last step's weights (logged as eval_live_*)"
+    )
 
 
 @dataclass
