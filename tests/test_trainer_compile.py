@@ -50,3 +50,29 @@ def test_compiled_training_matches_eager_and_keeps_parameter_names(tmp_path: Pat
     eager_sd = eager.engine.module.state_dict()
     compiled_sd = compiled.engine.module.state_dict()
     assert list(compiled_sd) == list(eager_sd)  # no `_orig_mod.` prefixes: checkpoints interchange
+
+
+def test_compiled_encoder_warm_up_under_zero_2(tmp_path: Path) -> None:
+    # Freezing the encoder with no_grad alone gave a compiled model's encoder parameters a None gradient,
+    # on which ZeRO-2's gradient hook failed at step 0 (an H200 run); eager runs did not show it.
+    over = (
+        "trainer.compile=true",
+        "trainer.zero_stage=2",
+        "trainer.ckpt_every=2",
+        "cycletime.freeze_encoder_steps=2",
+        "cycletime.patch_source=image",
+    )
+    first = Trainer(tiny_cycletime_config(tmp_path, "warm", "trainer.steps=2", *over))
+    start = {k: v.clone() for k, v in first.engine.module.state_dict().items()}
+    assert train_in_process(first) == 0
+    first.loader.close()
+    warmed = {k: v.clone() for k, v in first.engine.module.state_dict().items()}
+    encoder = [k for k in start if k.startswith("encoder.") and start[k].is_floating_point()]
+    assert all(torch.equal(warmed[k], start[k]) for k in encoder if "running_" not in k)
+    assert any(not torch.equal(warmed[k], start[k]) for k in start if k.startswith("regressor."))
+
+    second = Trainer(tiny_cycletime_config(tmp_path, "warm", "trainer.steps=3", *over))
+    assert train_in_process(second) == 0  # resumes at step 2: the encoder trains from here
+    second.loader.close()
+    trained = second.engine.module.state_dict()
+    assert any(not torch.equal(trained[k], warmed[k]) for k in encoder if k.endswith("weight"))
