@@ -81,9 +81,10 @@ def on_step(model: nn.Module, step: int, cfg: Config) -> None:
         if step > 0 or frozen:
             log.info("step %d: encoder %s", step, "frozen (tracker warm-up)" if frozen else "training")
         model.encoder_frozen = frozen
-        # requires_grad off, not just no_grad in the forward: a compiled forward (trainer.compile) still
-        # routes a None gradient to every parameter that requires one, and ZeRO-2's gradient hooks then
-        # fail on it ('NoneType' object has no attribute 'view', seen on an H200 at step 0).
+        # requires_grad off, so autograd records nothing for the encoder (no activations kept either).
+        # A no_grad block in the forward is not enough: a compiled forward (trainer.compile) still routes a
+        # None gradient to every parameter that requires one, and ZeRO-2's gradient hooks fail on it
+        # ('NoneType' object has no attribute 'view', seen on an H200 at step 0).
         model.encoder.requires_grad_(not frozen)
 
 

@@ -12,7 +12,6 @@ becomes the query of the next step.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -122,15 +121,14 @@ class CycleTimeModel(nn.Module):
         self.schedule = cfg.tracker_schedule
         self.patch_source = cfg.patch_source
         self.tracks = cfg.tracks
-        self.encoder_frozen = False  # set by the trainer's schedule (cycletime.method.on_step)
+        # Set with the encoder's requires_grad by the trainer's schedule (cycletime.method.on_step).
+        self.encoder_frozen = False
 
     # ---------------------------------------------------------------------------- pieces
 
     def features(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         """Post-ReLU features at stride 8, not normalised -> [B, C, S/8, S/8]."""
-        grad = contextlib.nullcontext() if not self.encoder_frozen else torch.no_grad()
-        with grad:
-            return self.encoder(images_BCHW)
+        return self.encoder(images_BCHW)
 
     def encode(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         """L2-normalised features (what label propagation uses) -> [B, C, S/8, S/8]."""
