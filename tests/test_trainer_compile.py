@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from tiny_training import tiny_cycletime_config, train_in_process
 
+from train.config import ConfigError
 from train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -52,14 +53,13 @@ def test_compiled_training_matches_eager_and_keeps_parameter_names(tmp_path: Pat
     assert list(compiled_sd) == list(eager_sd)  # no `_orig_mod.` prefixes: checkpoints interchange
 
 
-def test_compiled_encoder_warm_up_under_zero_2(tmp_path: Path) -> None:
-    # Freezing the encoder with no_grad alone gave a compiled model's encoder parameters a None gradient,
-    # on which ZeRO-2's gradient hook failed at step 0 (an H200 run); eager runs did not show it.
+def test_encoder_warm_up_under_zero_2_unfreezes_in_the_run(tmp_path: Path) -> None:
+    # A warm-up run that resumes in its frozen phase and unfreezes during the run (the step at which a
+    # compiled ZeRO-2 run crashed on an H200; eager is the supported way, compile is refused below).
     over = (
-        "trainer.compile=true",
         "trainer.zero_stage=2",
         "trainer.ckpt_every=2",
-        "cycletime.freeze_encoder_steps=2",
+        "cycletime.freeze_encoder_steps=3",
         "cycletime.patch_source=image",
     )
     first = Trainer(tiny_cycletime_config(tmp_path, "warm", "trainer.steps=2", *over))
@@ -71,8 +71,16 @@ def test_compiled_encoder_warm_up_under_zero_2(tmp_path: Path) -> None:
     assert all(torch.equal(warmed[k], start[k]) for k in encoder if "running_" not in k)
     assert any(not torch.equal(warmed[k], start[k]) for k in start if k.startswith("regressor."))
 
-    second = Trainer(tiny_cycletime_config(tmp_path, "warm", "trainer.steps=3", *over))
-    assert train_in_process(second) == 0  # resumes at step 2: the encoder trains from here
+    second = Trainer(tiny_cycletime_config(tmp_path, "warm", "trainer.steps=5", *over))
+    assert train_in_process(second) == 0  # resumes at step 2 (frozen), unfreezes at step 3
     second.loader.close()
     trained = second.engine.module.state_dict()
     assert any(not torch.equal(trained[k], warmed[k]) for k in encoder if k.endswith("weight"))
+
+
+def test_compile_with_encoder_warm_up_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_cycletime_config(
+        tmp_path, "refused", "trainer.compile=true", "cycletime.freeze_encoder_steps=2"
+    )
+    with pytest.raises(ConfigError, match=r"freeze_encoder_steps.*trainer\.compile=false"):
+        Trainer(cfg)

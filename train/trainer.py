@@ -74,6 +74,15 @@ class Trainer:
         self.cfg = cfg
         self.spec = load_method(cfg.method)
         self.mcfg = cfg.method_cfg
+        if cfg.trainer.compile and getattr(self.mcfg, "freeze_encoder_steps", 0):
+            # Unfreezing changes which parameters need gradients; the first compiled backward after it
+            # gave ZeRO-2's gradient hook a None gradient on an H200 ('NoneType' object has no attribute
+            # 'view', docs/results/gpu-2026-12-04e). A CPU run of the same did not show it, so no test here
+            # can check a fix.
+            raise ConfigError(
+                f"{cfg.method}.freeze_encoder_steps with trainer.compile=true crashed at the unfreeze on a "
+                f"GPU: set trainer.compile=false for a warm-up run, or {cfg.method}.freeze_encoder_steps=0"
+            )
         self.run_dir = Path(cfg.trainer.run_dir.format(method=cfg.method))
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.state = RunState()
