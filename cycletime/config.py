@@ -74,7 +74,9 @@ class Config:
     w_inlier: float = param(1.0, "weight of the inlier (feature similarity) loss (paper: 1.0)", ge=0)
     w_walk: float = param(0.0, "weight of the random-walk loss (CRW's; not in the paper; see walk.*)", ge=0)
     walk: WalkConfig = param(factory=WalkConfig, doc="random-walk loss (used when w_walk > 0)")
-    freeze_encoder_steps: int = param(0, "train only the tracker for this many steps first", ge=0)
+    freeze_encoder_steps: int = param(
+        0, "train only the tracker for this many steps first (eager only: refused with trainer.compile)", ge=0
+    )
     eval: PropagationConfig = param(factory=PropagationConfig, doc="label propagation")
 
     @property
