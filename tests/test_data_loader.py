@@ -21,7 +21,7 @@ import torch
 
 from core.method import ClipSpec
 from train.config.schema import DataConfig, SyntheticConfig
-from train.data.loader import VideoLoader, build_loader
+from train.data.loader import VideoLoader, build_loader, sequence_reader_failure_advice
 from train.data.pipeline import MEAN_RGB, STD_RGB
 from train.data.sampling import Sample
 from train.data.video_io import write_video
@@ -497,3 +497,11 @@ def _ids(loader: VideoLoader, b: int) -> dict[str, torch.Tensor]:
         "video_id": torch.tensor([s.video_id for s in samples]),
         "frame_idx": torch.tensor(np.stack([s.frame_idx for s in samples])),
     }
+
+
+def test_sequence_reader_failure_names_gpu_memory_and_the_fix() -> None:
+    # The reason text an H200 gave when four runs shared it (docs/results/gpu-2026-12-04f, call 1).
+    advice = sequence_reader_failure_advice("Can't allocate 265420800 bytes on device 0.")
+    assert "out of memory" in advice and "data.nvdec_readers" in advice and "data.batch_size" in advice
+    # A corrupt file is what the per-sample fallback is for: no advice about memory.
+    assert sequence_reader_failure_advice("Failed to decode frame 12 of /data/a.mp4") == ""

@@ -51,6 +51,21 @@ log = logging.getLogger(__name__)
 BATCHES_AHEAD = 2  # batches the background thread holds ready (GPU memory: this many batches of frames)
 
 
+def sequence_reader_failure_advice(reason: str) -> str:
+    """What to change when the NVDEC sequence reader fails for want of GPU memory ('' otherwise).
+
+    Why: the per-sample fallback is meant for a corrupt file and runs an order of magnitude slower; on an
+    H200 shared by four training runs, a reader that could not allocate its frames left a batch-64 run at
+    98% data wait (docs/results/gpu-2026-12-04f). A user should learn that the GPU, not a file, is at fault.
+    """
+    if "allocate" not in reason.lower() and "out of memory" not in reason.lower():
+        return ""
+    return (
+        ": the GPU ran out of memory for the decoder, and per-sample decoding is much slower; free GPU "
+        "memory (other processes on it) or lower data.nvdec_readers or data.batch_size"
+    )
+
+
 @dataclass
 class _Batch:
     """One batch on its way: planned, being prepared, or fed to DALI."""
@@ -293,11 +308,14 @@ class VideoLoader:
                 samples, frames = self._reader.next()
             except RuntimeError as err:  # DALI reports operator failures as RuntimeError
                 # The per-sample path isolates the failing file and moves it to PyAV; nothing is lost.
+                reason = dali_error_reason(err)
                 log.warning(
-                    "data: the NVDEC sequence reader failed (%s); decoding per sample from epoch %d batch %d",
-                    dali_error_reason(err),
+                    "data: the NVDEC sequence reader failed (%s); decoding per sample from epoch %d "
+                    "batch %d%s",
+                    reason,
                     self._epoch,
                     self._batch,
+                    sequence_reader_failure_advice(reason),
                 )
                 self._reader.close()
                 self._reader = None
