@@ -14,6 +14,11 @@ R=${RESULTS:-/tmp/ctm}
 MIN=${MIN:-7.75}
 OUT=${OUT:-$R/out}
 CONFIG=${CONFIG:-configs/cycletime_no_inlier.yaml}
+# A GPU host can keep /tmp between sessions: results of an earlier call in $R would be packed with this
+# call's (it happened on 2026-12-04, sixth session), so they are moved aside first.
+if [ -d "$R" ] && [ -n "$(ls -A "$R")" ]; then
+  mv "$R" "$R.old.$(date +%s)"
+fi
 mkdir -p "$R" "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/gpu.txt" 2>&1
 pack() {  # logs, evaluations and MLflow stores; no checkpoints, weights or images (a host call returns 16 MiB a file)
