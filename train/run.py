@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         return 0
 
+    import torch
+
     from train.log_setup import setup_logging
-    from train.trainer import run_training
+    from train.trainer import EXIT_OUT_OF_MEMORY, run_training
 
     setup_logging(cfg.log.level, cfg.log.all_ranks)
     try:
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:  # found while setting up (a missing data.root, trainer.resume=never)
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except torch.OutOfMemoryError:
+        # The trainer has logged the step, what to lower and the checkpoint to resume from; the
+        # traceback into the compiled graph would only bury that.
+        return EXIT_OUT_OF_MEMORY
 
 
 if __name__ == "__main__":

@@ -210,3 +210,4 @@ class Tracker:
             log.warning("MLflow: gave up flushing after %.0f s; some metrics were not logged", timeout_s)
         if self.failures:
             log.warning("MLflow: %d logging calls failed or were dropped", self.failures)
+        self._thread = None  # closed: a second close() (a crash after the run ended) does nothing

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 EXIT_OK = 0
 EXIT_NONFINITE = 3
+EXIT_OUT_OF_MEMORY = 4  # a step ran out of GPU memory: the log names what to lower
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; rerun to resume
 
 
@@ -227,6 +228,34 @@ class Trainer:
     # ------------------------------------------------------------------------------ the loop
 
     def train(self) -> int:
+        """Train to `trainer.steps` (or a stop); the exit code. A run that raises (out of GPU memory, a
+        failing data source) first ends its MLflow run as FAILED with everything it logged so far, and
+        says which checkpoint a relaunch resumes from."""
+        try:
+            return self._train()
+        except Exception as err:
+            self._crashed(err)
+            raise
+
+    def _crashed(self, err: Exception) -> None:
+        last = checkpoint.latest_complete(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+        resume = (
+            f"run the same command again to resume from {last} in {self.ckpt_dir}"
+            if last
+            else "no checkpoint was written yet"
+        )
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        log.error(
+            "training failed at step %d (%s: %s)%s; %s",
+            self.state.step + 1,
+            type(err).__name__,
+            reason,
+            out_of_memory_advice(self.cfg) if isinstance(err, torch.OutOfMemoryError) else "",
+            resume,
+        )
+        self.tracker.close("FAILED")
+
+    def _train(self) -> int:
         cfg, t = self.cfg, self.cfg.trainer
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._start_tracking()
@@ -463,6 +492,16 @@ class Trainer:
 
 
 _CLIPS_NAMED = 12  # clips a skipped step's warning names
+
+
+def out_of_memory_advice(cfg: Config) -> str:
+    """What to lower when a step runs out of GPU memory, with the values this run used."""
+    return (
+        f": out of GPU memory at data.batch_size {cfg.data.batch_size}; lower data.batch_size (raise "
+        f"trainer.grad_accum, now {cfg.trainer.grad_accum}, to keep the batch), use trainer.precision bf16 "
+        f"(now {cfg.trainer.precision}) or trainer.zero_stage 2-3 (now {cfg.trainer.zero_stage}), or free "
+        "the GPU of other processes"
+    )
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
