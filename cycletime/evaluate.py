@@ -31,6 +31,7 @@ from core.config import bounds_violation
 from cycletime import davis, metrics
 from cycletime.config import PropagationConfig
 from cycletime.encoders import BASELINES, RANDOM_INIT_SEED, load_encoder
+from cycletime.model import Encoder as NetworkEncoder
 from cycletime.propagation import (
     STRIDE,
     Encoder,
@@ -282,6 +283,13 @@ def _parser() -> argparse.ArgumentParser:
         help="BatchNorm statistics: the trained running ones (eval mode), or those of the frames encoded "
         "together (4 at a time), to see whether the running statistics hurt",
     )
+    p.add_argument(
+        "--features",
+        choices=("projection", "trunk"),
+        default="projection",
+        help="what the network encoder gives: the trained 1x1 projection after res4 (ReLU, feat_dim "
+        "channels, what the tracker matches), or the res4 trunk before it (CRW reads res4 directly)",
+    )
     p.add_argument("--chunk-elements", type=int, default=2**25, help="affinity entries per chunk (memory)")
     return p
 
@@ -310,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         encoder, model_cfg = load_encoder(args.weights, args.baseline, args.config)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
+    if args.features == "trunk":
+        if not isinstance(encoder, NetworkEncoder):
+            raise SystemExit("error: --features trunk needs a network encoder, not --baseline lab")
+        encoder = encoder.trunk
     encoder = encoder.to(device).eval()
     if args.batchnorm == "frames":
         for module in encoder.modules():
@@ -327,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "stride": STRIDE,
             "chunk_elements": args.chunk_elements,
             "batchnorm": args.batchnorm,
+            "features": args.features,
             "bound_th": metrics.BOUND_TH,
             "context_padding": "first frame (CRW)",
             "random_init_seed": RANDOM_INIT_SEED,

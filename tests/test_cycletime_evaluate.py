@@ -11,7 +11,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from cycletime import davis, encoders, evaluate
+from cycletime import davis, encoders, evaluate, propagation
 from cycletime.config import Config
 from cycletime.model import CycleTimeModel
 
@@ -207,3 +207,31 @@ def test_command_rejects_out_of_bounds_settings(tmp_path):
         evaluate.main(["--baseline", "lab", "--davis", str(tmp_path), "--topk", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--davis ROOT and/or --jhmdb"):
         evaluate.main(["--baseline", "lab", "--out", str(tmp_path)])
+
+
+def test_trunk_features_skip_the_projection(tmp_path, monkeypatch):
+    """`--features trunk` propagates with the res4 trunk's channels (256 for ResNet-18), not feat_dim's."""
+    root, config = tmp_path / "davis", tmp_path / "run.yaml"
+    _make_davis(root, ["only"], T=4)
+    config.write_text("method: cycletime\ncycletime: {backbone: resnet18, feat_dim: 16}\n")
+    channels = []
+    real = propagation.encode_frames
+
+    def record_channels(encode, *args, **kwargs):
+        def encode_and_record(x):
+            y = encode(x)
+            channels.append(y.shape[1])
+            return y
+
+        return real(encode_and_record, *args, **kwargs)
+
+    monkeypatch.setattr(propagation, "encode_frames", record_channels)
+    argv = ["--baseline", "random-init", "--config", str(config), "--davis", str(root), "--size", "64"]
+    argv += ["--context", "1", "--topk", "3", "--radius", "2", "--no-overlays", "--device", "cpu"]
+    results = evaluate.main([*argv, "--features", "trunk", "--out", str(tmp_path / "trunk")])
+    assert results["settings"]["features"] == "trunk" and set(channels) == {256}
+    channels.clear()
+    evaluate.main([*argv, "--out", str(tmp_path / "projection")])
+    assert set(channels) == {16}
+    with pytest.raises(SystemExit, match="network encoder"):
+        evaluate.main(["--baseline", "lab", "--davis", str(root), "--features", "trunk", "--out", "x"])
