@@ -1,6 +1,7 @@
 """A run that raises mid-training (here: out of GPU memory in the loss) keeps what it did: the MLflow run
-ends as FAILED with every metric logged before the crash, the log names the step, what to lower and the
-checkpoint a relaunch resumes from, and `train/run.py` exits with its own code instead of a traceback."""
+ends as FAILED with every metric logged before the crash, the log names the last completed step, what to
+lower and the checkpoint a relaunch resumes from, and `train/run.py` exits with its own code instead of a
+traceback."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_out_of_memory_mid_run_ends_mlflow_run_failed_with_its_metrics(
         train_in_process(trainer)
 
     message = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
-    assert "training failed at step 4" in message and OOM_TEXT in message
+    assert "training failed after step 3" in message and OOM_TEXT in message
     assert "data.batch_size 2" in message and "trainer.grad_accum" in message
     assert f"resume from {checkpoint.tag_for(2)}" in message
     assert checkpoint.latest_complete(trainer.ckpt_dir) == checkpoint.tag_for(2)

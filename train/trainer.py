@@ -246,8 +246,8 @@ class Trainer:
         )
         reason = (str(err).strip().splitlines() or [""])[0][:300]
         log.error(
-            "training failed at step %d (%s: %s)%s; %s",
-            self.state.step + 1,
+            "training failed after step %d (%s: %s)%s; %s",
+            self.state.step,
             type(err).__name__,
             reason,
             out_of_memory_advice(self.cfg) if isinstance(err, torch.OutOfMemoryError) else "",
