@@ -21,9 +21,10 @@ import torch
 
 from core.method import ClipSpec
 from train.config.schema import DataConfig, SyntheticConfig
-from train.data.loader import VideoLoader, build_loader, sequence_reader_failure_advice
+from train.data.loader import VideoLoader, build_loader
 from train.data.pipeline import MEAN_RGB, STD_RGB
 from train.data.sampling import Sample
+from train.data.sequence_reader import sequence_reader_failure_advice
 from train.data.video_io import write_video
 
 PIXEL_TOL = 3.0

@@ -44,26 +44,15 @@ from train.data.pipeline import (
 )
 from train.data.sample_source import SampleSource
 from train.data.sampling import EpochPlan, Sample, build_clip_list, epoch_plan
-from train.data.sequence_reader import SequenceReaderStream, sequence_reader_refusal
+from train.data.sequence_reader import (
+    SequenceReaderStream,
+    sequence_reader_failure_advice,
+    sequence_reader_refusal,
+)
 
 log = logging.getLogger(__name__)
 
 BATCHES_AHEAD = 2  # batches the background thread holds ready (GPU memory: this many batches of frames)
-
-
-def sequence_reader_failure_advice(reason: str) -> str:
-    """What to change when the NVDEC sequence reader fails for want of GPU memory ('' otherwise).
-
-    Why: the per-sample fallback is meant for a corrupt file and runs an order of magnitude slower; on an
-    H200 shared by four training runs, a reader that could not allocate its frames left a batch-64 run at
-    98% data wait (docs/results/gpu-2026-12-04f). A user should learn that the GPU, not a file, is at fault.
-    """
-    if "allocate" not in reason.lower() and "out of memory" not in reason.lower():
-        return ""
-    return (
-        ": the GPU ran out of memory for the decoder, and per-sample decoding is much slower; free GPU "
-        "memory (other processes on it) or lower data.nvdec_readers or data.batch_size"
-    )
 
 
 @dataclass

@@ -52,6 +52,21 @@ CHUNK_BATCHES = 64  # batches of the plan one set of reader pipelines is built f
 SEQUENCE_READER_CODECS = frozenset({"h264"})
 
 
+def sequence_reader_failure_advice(reason: str) -> str:
+    """What to change when the NVDEC sequence reader fails for want of GPU memory ('' otherwise).
+
+    Why: the per-sample fallback is meant for a corrupt file and runs an order of magnitude slower; on an
+    H200 shared by four training runs, a reader that could not allocate its frames left a batch-64 run at
+    98% data wait (docs/results/gpu-2026-12-04f). A user should learn that the GPU, not a file, is at fault.
+    """
+    if "allocate" not in reason.lower() and "out of memory" not in reason.lower():
+        return ""
+    return (
+        ": the GPU ran out of memory for the decoder, and per-sample decoding is much slower; free GPU "
+        "memory (other processes on it) or lower data.nvdec_readers or data.batch_size"
+    )
+
+
 def sequence_reader_refusal(
     readers: int, clip: ClipSpec, routes: Sequence[Decoder], videos: Sequence[VideoEntry], clips: ClipList
 ) -> str | None:
