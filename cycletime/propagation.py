@@ -9,10 +9,11 @@ features), softmax(sim / temperature) over those k, and the weighted sum of thei
 more than once.
 
 Memory: every frame is encoded once; the context lives in one preallocated ring of 1 + context feature
-maps at stride 8 (no per-frame concatenation); the affinity is computed max_chunk_elements // M target
-rows at a time by `core.correlation.chunked_topk_affinity` with the radius mask built per chunk, so
-neither the [N, M] affinity nor its mask is ever held. Frames arrive one at a time as uint8 and are
-encoded in small batches.
+maps at stride 8 (no per-frame concatenation); the affinity is computed by
+`core.correlation.local_topk_affinity` one tile of target positions at a time, against the first frame
+and only the recent frames' cells within reach of the tile, so neither the [N, M] affinity nor its
+mask is ever held and the masked-away scores are never computed. Frames arrive one at a time as uint8
+and are encoded in small batches.
 
 Legend: B batch, C channels, D label channels (background + objects, or background + joints),
 h x w feature grid, N = h*w target positions, S = 1 + context context slots, M = S*N context
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from core.backbones import IMAGENET_MEAN, IMAGENET_STD
-from core.correlation import chunked_topk_affinity, propagate, window_mask_fn
+from core.correlation import local_topk_affinity, propagate
 from cycletime.config import PropagationConfig
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B, 3, H, W] normalised -> feats [B, C, H/8, W/8]
@@ -38,12 +39,13 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # frames [B, 3, H, W] normalis
 STRIDE = 8  # encoder output stride (ResNet res4 with stride 1, as TimeCycle and CRW)
 POSE_SIGMA = 0.5  # CRW's JHMDB heatmap sigma, in feature cells
 POSE_TOPK = 3  # CRW's `process_pose`: a joint is the weighted mean of its 3 strongest cells
+QUERY_TILE = 12  # query cells per tile side in the windowed top-k: the fastest of 6-24 (bench/window.py)
 
 
 @dataclass(frozen=True)
 class PropagationSettings:
     """The settings of the algorithm (PropagationConfig's context/topk/radius/temperature) plus
-    `max_chunk_elements`, the memory knob: rows per affinity chunk = max_chunk_elements // M."""
+    `max_chunk_elements`, the memory knob: the most affinity entries scored at once (one query tile's)."""
 
     context: int = 20
     topk: int = 10
@@ -55,8 +57,15 @@ class PropagationSettings:
     def from_config(cls, cfg: PropagationConfig, max_chunk_elements: int = 2**25) -> PropagationSettings:
         return cls(cfg.context, cfg.topk, cfg.radius, cfg.temperature, max_chunk_elements)
 
-    def chunk_rows(self, num_keys: int) -> int:
-        return max(1, self.max_chunk_elements // num_keys)
+    def tile_size(self, num_free: int, local_frames: int) -> int:
+        """Side of the query tiles of `core.correlation.local_topk_affinity`: QUERY_TILE, or smaller
+        where one tile's scores (tile^2 x (num_free + local_frames x (tile + 2 radius)^2) entries) would
+        exceed max_chunk_elements; at least 1."""
+        reach = 2 * math.floor(strict_radius(self.radius))
+        for tile in range(QUERY_TILE, 1, -1):
+            if tile * tile * (num_free + local_frames * (tile + reach) ** 2) <= self.max_chunk_elements:
+                return tile
+        return 1
 
 
 class LabelPropagator:
@@ -75,14 +84,7 @@ class LabelPropagator:
         self._keys_SNC = feats0_Chw.flatten(1).t().expand(S, h * w, C).contiguous()
         self._values_SND = labels0_Dhw.flatten(1).t().float().expand(S, h * w, -1).contiguous()
         self._next_slot = 1
-        self._mask_fn = window_mask_fn(
-            h,
-            w,
-            strict_radius(settings.radius),
-            frames=S,
-            unrestricted_frames=(0,),
-            device=feats0_Chw.device,
-        )
+        self._radius = strict_radius(settings.radius)
 
     @torch.no_grad()
     def step(self, feats_Chw: torch.Tensor) -> torch.Tensor:
@@ -91,17 +93,17 @@ class LabelPropagator:
         if (h, w) != self.grid:
             raise ValueError(f"frame features {h}x{w} differ from the first frame's {self.grid}")
         S, N, D = self._values_SND.shape
-        query_NC = feats_Chw.flatten(1).t()
-        keys_MC = self._keys_SNC.view(S * N, C)
-        weights_NK, index_NK = chunked_topk_affinity(
-            query_NC,
-            keys_MC,
+        weights_NK, index_NK = local_topk_affinity(
+            feats_Chw.permute(1, 2, 0),
+            self._keys_SNC[0],
+            self._keys_SNC[1:].view(S - 1, h, w, C),
             self.settings.topk,
             self.settings.temperature,
+            self._radius,
             "dot",
-            chunk_size=self.settings.chunk_rows(S * N),
-            mask_fn=self._mask_fn,
+            tile=self.settings.tile_size(N, S - 1),
         )
+        query_NC = feats_Chw.flatten(1).t()
         labels_ND = propagate(weights_NK, index_NK, self._values_SND.view(S * N, D)).float()
         if S > 1:
             self._keys_SNC[self._next_slot] = query_NC

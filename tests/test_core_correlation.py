@@ -10,6 +10,7 @@ import torch
 from core.correlation import (
     chunked_soft_nearest_neighbour,
     chunked_topk_affinity,
+    local_topk_affinity,
     local_window_mask,
     pairwise_similarity,
     propagate,
@@ -215,6 +216,56 @@ def test_chunked_topk_equals_direct(chunk_size: int, masked: str) -> None:
     torch.testing.assert_close(chunked_w, direct_w)
 
 
+@pytest.mark.parametrize(
+    "h,w,frames,radius,k,tile",
+    [
+        (5, 7, 3, 2.0, 5, 2),  # tiles that do not divide the grid
+        (9, 11, 4, 2.9, 10, 3),  # a fractional radius
+        (6, 6, 0, 1.0, 3, 4),  # no local frames: the free keys alone
+        (7, 13, 2, 0.0, 4, 1),  # radius 0: each local frame offers only the query's own cell
+        (8, 9, 3, 20.0, 7, 5),  # a radius wider than the grid: nothing masked
+        (4, 5, 2, 1.5, 9, 8),  # one tile larger than the grid
+    ],
+)
+@pytest.mark.parametrize("kind", ["dot", "cosine"])
+def test_local_topk_equals_masked_full(h, w, frames, radius, k, tile, kind) -> None:
+    # The windowed op scores only the keys within reach; the full op scores all and masks: same picks.
+    query = _rand(h, w, 6, seed=31)
+    free = _rand(h * w, 6, seed=32)
+    local = _rand(frames, h, w, 6, seed=33)
+    got_w, got_i = local_topk_affinity(query, free, local, k, 0.07, radius, kind, tile=tile)
+    fn = window_mask_fn(h, w, radius, frames=1 + frames, unrestricted_frames=(0,))
+    keys = torch.cat([free, local.reshape(-1, 6)])
+    want_w, want_i = chunked_topk_affinity(
+        query.reshape(-1, 6), keys, k, 0.07, kind, mask_fn=fn, chunk_size=7
+    )
+    assert torch.equal(got_i, want_i)
+    torch.testing.assert_close(got_w, want_w)
+
+
+def test_local_topk_pads_when_fewer_candidates_than_k() -> None:
+    # 2 free keys + 1 local frame at radius 0 gives 3 candidates per query; k = 5 adds zero-weight picks.
+    query, free, local = _rand(2, 2, 3, seed=34), _rand(2, 3, seed=35), _rand(1, 2, 2, 3, seed=36)
+    weights, index = local_topk_affinity(query, free, local, 5, 0.1, 0.0, tile=1)
+    assert weights.shape == index.shape == (4, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, dtype=torch.float64))
+    assert (weights[:, 3:] == 0).all()
+
+
+def test_local_topk_errors() -> None:
+    query, free, local = _rand(3, 4, 2), _rand(5, 2), _rand(2, 3, 4, 2)
+    with pytest.raises(ValueError, match="query grid"):
+        local_topk_affinity(query, free, _rand(2, 4, 3, 2), 3, 0.1, 1.0)
+    with pytest.raises(ValueError, match="expected query"):
+        local_topk_affinity(query.flatten(0, 1), free, local, 3, 0.1, 1.0)
+    with pytest.raises(ValueError, match="radius"):
+        local_topk_affinity(query, free, local, 3, 0.1, -1.0)
+    with pytest.raises(ValueError, match="tile"):
+        local_topk_affinity(query, free, local, 3, 0.1, 1.0, tile=0)
+    with pytest.raises(ValueError, match="k must be"):
+        local_topk_affinity(query, free, local, 30, 0.1, 1.0)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 3, 5, 9])
 def test_chunked_gradients_equal_direct(chunk_size: int) -> None:
     q, k, v = _rand(2, 9, 4, seed=19), _rand(2, 10, 4, seed=20), _rand(2, 10, 3, seed=21)
@@ -340,3 +391,18 @@ def test_cuda_chunked_equals_direct_and_autocast(half: torch.dtype) -> None:
     torch.testing.assert_close(nn_chunked, nn_direct, atol=5e-3, rtol=2e-2)
     torch.testing.assert_close(alpha.sum(-1), torch.ones(1, 300, device="cuda"))
     assert torch.isfinite(w).all() and w.dtype == torch.float32
+
+
+@pytest.mark.gpu  # skipped, and listed as skipped, without a GPU (tests/conftest.py)
+def test_cuda_local_topk_equals_masked_full() -> None:
+    query = _rand(15, 20, 64, seed=37, dtype=torch.float64).cuda()
+    keys = _rand(3 * 300, 64, seed=38, dtype=torch.float64).cuda()
+    fn = window_mask_fn(15, 20, 4.0, frames=3, unrestricted_frames=(0,), device="cuda")
+    want_w, want_i = chunked_topk_affinity(
+        query.view(300, 64), keys, 10, 0.05, "dot", mask_fn=fn, chunk_size=77
+    )
+    got_w, got_i = local_topk_affinity(
+        query, keys[:300], keys[300:].view(2, 15, 20, 64), 10, 0.05, 4.0, tile=6
+    )
+    assert torch.equal(got_i, want_i)
+    torch.testing.assert_close(got_w, want_w)

@@ -13,6 +13,7 @@ from cycletime import metrics
 from cycletime.propagation import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    QUERY_TILE,
     LabelPropagator,
     PropagationSettings,
     heatmaps_to_keypoints,
@@ -99,6 +100,16 @@ def test_chunked_and_unchunked_give_identical_results():
     for a, b in zip(one_row, at_once, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         np.testing.assert_array_equal(labels_to_mask(a, (20, 28)), labels_to_mask(b, (20, 28)))
+
+
+@pytest.mark.parametrize("max_elements", [1, 5_000, 2**25])
+def test_tile_size_keeps_a_tile_within_the_memory_knob(max_elements):
+    settings = PropagationSettings(radius=12.0, max_chunk_elements=max_elements)
+    tile = settings.tile_size(num_free=6420, local_frames=20)  # a 480p DAVIS frame, context 20
+    assert 1 <= tile <= QUERY_TILE
+    if tile > 1:
+        assert tile * tile * (6420 + 20 * (tile + 22) ** 2) <= max_elements  # 11 cells of reach a side
+    assert PropagationSettings().tile_size(6420, 20) == QUERY_TILE  # the default knob never shrinks it
 
 
 def _naive_propagation(feats, labels0, context, topk, radius, temperature):
