@@ -2,7 +2,8 @@
 # GPU call (2026-12-04, second session): CycleTime recipes trained SIDE BY SIDE on one GPU from DAVIS-2016
 # train (plus, where a recipe says so, more video), evaluated on DAVIS-2016 val (5 sequences, evaluator
 # defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow eval_davis/JF),
-# with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them).
+# with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them; TRUNK=1 adds
+# the final weights and random init read at res4, `--features trunk`).
 # Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md):
 #   bash docs/results/gpu-2026-12-04b/ct_multi.sh NAME "overrides" [NAME "overrides" ...]
 # Every run starts from configs/cycletime_no_inlier.yaml (CONFIG to change) at batch 32, bf16, not compiled,
@@ -34,6 +35,10 @@ if [ "${BASELINES:-1}" = 1 ]; then
   (
     python -m cycletime.evaluate --baseline lab --davis "$D/val" --no-overlays --out "$R/ev_lab"
     python -m cycletime.evaluate --baseline random-init --davis "$D/val" --no-overlays --out "$R/ev_random_r50"
+    if [ "${TRUNK:-0}" = 1 ]; then
+      python -m cycletime.evaluate --baseline random-init --davis "$D/val" --features trunk --no-overlays \
+        --out "$R/ev_random_r50_trunk"
+    fi
   ) > "$R/baselines.log" 2>&1 &
 fi
 
@@ -49,6 +54,17 @@ while [ $# -ge 2 ]; do
     > "$R/train_$name.log" 2>&1 &
 done
 wait
+
+# TRUNK=1: every run's final weights (the average with trainer.ema) read at res4 as well, before the 1x1
+# projection (`--features trunk`, CRW's layer); the trainer's own final evaluation reads the projection.
+if [ "${TRUNK:-0}" = 1 ]; then
+  for run in "$R"/runs/*/; do
+    name=$(basename "$run")
+    python -m cycletime.evaluate --weights "$run" --davis "$D/val" --features trunk --no-overlays \
+      --out "$R/ev_trunk_$name" > "$R/trunk_$name.log" 2>&1
+    echo "== trunk $name: $(grep -h "DAVIS overall" "$R/trunk_$name.log")"
+  done
+fi
 
 grep -h "DAVIS overall" "$R"/baselines.log 2>/dev/null
 for log in "$R"/train_*.log; do
