@@ -3,7 +3,8 @@
 # train (plus, where a recipe says so, more video), evaluated on DAVIS-2016 val (5 sequences, evaluator
 # defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow eval_davis/JF),
 # with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them; TRUNK=1 adds
-# the final weights and random init read at res4, `--features trunk`).
+# the final weights and random init read at res4, `--features trunk`; KEEP_WEIGHTS="NAME" brings that run's
+# final encoder back under $OUT, see below).
 # Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md):
 #   bash docs/results/gpu-2026-12-04b/ct_multi.sh NAME "overrides" [NAME "overrides" ...]
 # Every run starts from configs/cycletime_no_inlier.yaml (CONFIG to change) at batch 32, bf16, not compiled,
@@ -65,6 +66,17 @@ if [ "${TRUNK:-0}" = 1 ]; then
     echo "== trunk $name: $(grep -h "DAVIS overall" "$R/trunk_$name.log")"
   done
 fi
+
+# KEEP_WEIGHTS="NAME ...": those runs' final encoders (fp32, keys trunk.* and project.*) come back under $OUT
+# in 15 MiB parts, so that a later session without a GPU can evaluate them on the CPU. A call returns at most
+# 8 files of 16 MiB, 64 MiB in all, and a ResNet-50 encoder is about 36 MB: one run per call. On this side:
+# `cat w_NAME.pt.part-* > w_NAME.pt; python -m cycletime.evaluate --weights w_NAME.pt --config
+# runs/NAME/config.yaml --davis ... --device cpu` (the config comes back in the results archive).
+for name in ${KEEP_WEIGHTS:-}; do
+  python -c "import sys, torch; s = torch.load(sys.argv[1], map_location='cpu'); \
+torch.save({k.removeprefix('encoder.'): v for k, v in s.items() if k.startswith('encoder.')}, sys.argv[2])" \
+    "$R/runs/$name/final/weights.pt" "$R/w_$name.pt" && split -b 15m -d "$R/w_$name.pt" "$OUT/w_$name.pt.part-"
+done
 
 grep -h "DAVIS overall" "$R"/baselines.log 2>/dev/null
 for log in "$R"/train_*.log; do
