@@ -40,6 +40,7 @@ from train.engine import (
 )
 from train.meters import LossMeter, Throughput, device_memory
 from train.methods import load_method
+from train.precise_bn import RecentBatches, recalibrate
 from train.tracking import Tracker, flatten, git_sha, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,12 @@ class Trainer:
         if precision != cfg.trainer.precision:
             log.info("trainer.precision=auto: %s on %s", precision, self.dist.device.type)
             cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, precision=precision))
-        if cfg.trainer.ema and cfg.trainer.zero_stage == 3:
-            raise ConfigError(
-                "trainer.ema needs every rank to hold whole parameters: use zero_stage 0-2, or trainer.ema=0"
-            )
+        for key in ("ema", "precise_bn"):
+            if getattr(cfg.trainer, key) and cfg.trainer.zero_stage == 3:
+                raise ConfigError(
+                    f"trainer.{key} needs every rank to hold whole parameters: use zero_stage 0-2, or "
+                    f"trainer.{key}=0"
+                )
         self.cfg = cfg
         self.spec = load_method(cfg.method)
         self.mcfg = cfg.method_cfg
@@ -105,6 +108,7 @@ class Trainer:
         self._buffers_before = [b.clone() for b in self._buffers] if cfg.trainer.skip_nonfinite else []
         self.compute_dtype = DTYPES[cfg.trainer.precision]
         self.ema = WeightAverage(self.engine.module, cfg.trainer.ema) if cfg.trainer.ema else None
+        self.recent = RecentBatches(cfg.trainer.precise_bn) if cfg.trainer.precise_bn else None
 
         from train.data.loader import build_loader
 
@@ -297,6 +301,8 @@ class Trainer:
                     self._warn_skipped(batch, loss)
                     skipped = True
                     continue
+                if self.recent is not None:
+                    self.recent.add(batch)
                 self.engine.backward(loss)
                 self.engine.step()
                 meter.add(parts | {"loss": loss.detach()})
@@ -332,6 +338,22 @@ class Trainer:
         with self._autocast():
             outputs = self.spec.forward(self.engine, inputs)
             return self.spec.loss(outputs, inputs, self.mcfg)
+
+    def _recalibrate_bn(self) -> None:
+        """`trainer.precise_bn`: BatchNorm statistics for the weights the model holds now, from the
+        most recent training batches (train/precise_bn.py). The patches and crops that `prepare` draws
+        come from a generator of their own, so the training's random stream is untouched."""
+        if self.recent is None:
+            return
+        module = self.engine.module
+        generator = torch.Generator(device=self.dist.device).manual_seed(self.cfg.trainer.seed)
+
+        def forward(batch: dict[str, torch.Tensor]) -> None:
+            with self._autocast():
+                self.spec.forward(module, self.spec.prepare(batch, self.mcfg, generator))
+
+        used = recalibrate(module, self.recent, forward)
+        log.info("BatchNorm statistics recomputed from the last %d training batches", used)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """One place decides precision: fp32 weights, bf16/fp16 compute under autocast (forward and loss;
@@ -448,6 +470,7 @@ class Trainer:
 
     def _evaluate_weights(self, step: int, sub: str, prefix: str) -> dict[str, float]:
         out_dir = self.run_dir / sub
+        self._recalibrate_bn()
         self.engine.module.eval()
         with torch.no_grad(), self._autocast():
             scores = self.spec.evaluate(self.engine.module, self.mcfg, str(out_dir))
@@ -469,10 +492,19 @@ class Trainer:
             weights = checkpoint.export_weights(
                 self.engine, self.ckpt_dir, tag, self.run_dir / "final" / "weights.pt"
             )
-            if self.ema is not None and self.dist.is_main:
-                # The averaged weights are the run's result; the last step's stay beside them.
-                os.replace(weights, weights.with_name("weights_live.pt"))
-                with self.ema.swapped_in():
+            if self.dist.is_main and (self.ema is not None or self.recent is not None):
+                if self.ema is not None:
+                    # The averaged weights are the run's result; the last step's stay beside them.
+                    live = weights.with_name("weights_live.pt")
+                    os.replace(weights, live)
+                    if self.recent is not None:
+                        self._recalibrate_bn()
+                        checkpoint.write_weights(self.engine.module.state_dict(), live)
+                    with self.ema.swapped_in():
+                        self._recalibrate_bn()
+                        checkpoint.write_weights(self.engine.module.state_dict(), weights)
+                else:
+                    self._recalibrate_bn()
                     checkpoint.write_weights(self.engine.module.state_dict(), weights)
             self._evaluate(self.state.step)
             self.tracker.log_artifact(weights, "weights")

@@ -130,6 +130,13 @@ class TrainerConfig:
     ema_eval_live: bool = param(
         False, "with ema: evaluations also score the last step's weights (logged as eval_live_*)"
     )
+    precise_bn: int = param(
+        0,
+        "before each evaluation and the export, recompute BatchNorm running statistics for the weights "
+        "scored (the average with ema) from this many of the most recent training batches; 0: keep "
+        "the running averages of training. Not with zero_stage 3",
+        ge=0,
+    )
 
 
 @dataclass
