@@ -3,8 +3,8 @@
 # train (plus, where a recipe says so, more video), evaluated on DAVIS-2016 val (5 sequences, evaluator
 # defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow eval_davis/JF),
 # with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them; TRUNK=1 adds
-# the final weights and random init read at res4, `--features trunk`, and random init with per-frame
-# BatchNorm statistics; KEEP_WEIGHTS="NAME" brings that run's final encoder back under $OUT, see below).
+# the final weights and random init read at res4, `--features trunk`; KEEP_WEIGHTS="NAME" brings that run's
+# final encoder back under $OUT, see below).
 # Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md):
 #   bash docs/results/gpu-2026-12-04b/ct_multi.sh NAME "overrides" [NAME "overrides" ...]
 # Every run starts from configs/cycletime_no_inlier.yaml (CONFIG to change) at batch 32, bf16, not compiled,
@@ -39,10 +39,6 @@ if [ "${BASELINES:-1}" = 1 ]; then
     if [ "${TRUNK:-0}" = 1 ]; then
       python -m cycletime.evaluate --baseline random-init --davis "$D/val" --features trunk --no-overlays \
         --out "$R/ev_random_r50_trunk"
-      # Random init's BatchNorm statistics are its initial ones: per-frame ones are the fair reference for
-      # a trained run whose statistics were recomputed (trainer.precise_bn).
-      python -m cycletime.evaluate --baseline random-init --davis "$D/val" --batchnorm frames --no-overlays \
-        --out "$R/ev_random_r50_bnframes"
     fi
   ) > "$R/baselines.log" 2>&1 &
 fi
