@@ -3,8 +3,9 @@
 # train (plus, where a recipe says so, more video), evaluated on DAVIS-2016 val (5 sequences, evaluator
 # defaults: 480p, context 20, top-k 10, radius 12) every 2 minutes and at the end (MLflow eval_davis/JF),
 # with the Lab and random-init baselines measured in the same call (BASELINES=0 skips them; TRUNK=1 adds
-# the final weights and random init read at res4, `--features trunk`; KEEP_WEIGHTS="NAME" brings that run's
-# final encoder back under $OUT, see below).
+# the final weights and random init read at res4, `--features trunk`; PAIRED_BN=1 scores precise_bn runs'
+# weights with training's BatchNorm statistics too; KEEP_WEIGHTS="NAME" brings that run's final encoder
+# back under $OUT; see below).
 # Run from the repository root on the GPU host after the wheels are installed (../shared/gpu-host/README.md):
 #   bash docs/results/gpu-2026-12-04b/ct_multi.sh NAME "overrides" [NAME "overrides" ...]
 # Every run starts from configs/cycletime_no_inlier.yaml (CONFIG to change) at batch 32, bf16, not compiled,
@@ -64,6 +65,26 @@ if [ "${TRUNK:-0}" = 1 ]; then
     python -m cycletime.evaluate --weights "$run" --davis "$D/val" --features trunk --no-overlays \
       --out "$R/ev_trunk_$name" > "$R/trunk_$name.log" 2>&1
     echo "== trunk $name: $(grep -h "DAVIS overall" "$R/trunk_$name.log")"
+  done
+fi
+
+# PAIRED_BN=1: for runs with trainer.precise_bn, the same final weights are also evaluated with the BatchNorm
+# statistics training left (taken from the final checkpoint, saved before they were recomputed): a paired
+# comparison of recomputed against training's statistics on one set of parameters, free of seed spread.
+# (A periodic evaluation recomputes the live model's statistics too; training then overwrites them within
+# some tens of steps. The planned runs evaluate only at the end.)
+if [ "${PAIRED_BN:-0}" = 1 ]; then
+  for run in "$R"/runs/*/; do
+    name=$(basename "$run")
+    grep -q "BatchNorm statistics recomputed" "$R/train_$name.log" 2>/dev/null || continue
+    python -c "import glob, sys, torch; run = sys.argv[1]; w = torch.load(run + '/final/weights.pt'); \
+ckpt = sorted(glob.glob(run + '/checkpoints/step_*/mp_rank_00_model_states.pt'))[-1]; \
+m = torch.load(ckpt, map_location='cpu', weights_only=False)['module']; \
+w.update({k: v.float().cpu() for k, v in m.items() if k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}); \
+torch.save(w, run + '/final/weights_runningbn.pt')" "$run" &&
+      python -m cycletime.evaluate --weights "$run/final/weights_runningbn.pt" --config "$run/config.yaml" \
+        --davis "$D/val" --no-overlays --out "$R/ev_runningbn_$name" > "$R/runningbn_$name.log" 2>&1
+    echo "== training's BatchNorm statistics $name: $(grep -h "DAVIS overall" "$R/runningbn_$name.log")"
   done
 fi
 
