@@ -467,6 +467,8 @@ def local_topk_affinity(
         tile = max(h, w)
     device = query_hwC.device
     free_1MC = free_keys_MC.unsqueeze(0)
+    free_columns = torch.arange(M0, device=device)
+    local_frame_start = M0 + torch.arange(S, device=device) * (h * w)
     weights_NK = torch.empty(h, w, k, dtype=query_hwC.dtype, device=device)
     index_NK = torch.empty(h, w, k, dtype=torch.long, device=device)
     with torch.no_grad():
@@ -483,19 +485,15 @@ def local_topk_affinity(
                 dy, dx = qy[:, None] - ky[None], qx[:, None] - kx[None]
                 # The same comparison as `_window_rows`, so both ops agree on every boundary cell.
                 near_nr = dy * dy + dx * dx <= radius * radius
-                local_n_ = _similarity(q_1nC, region_1mC, kind)[0].masked_fill(
-                    ~near_nr.repeat(1, S), float("-inf")
-                )
-                sim_n_ = torch.cat([_similarity(q_1nC, free_1MC, kind)[0], local_n_], dim=1)
+                n, m = near_nr.shape
+                local_nSm = _similarity(q_1nC, region_1mC, kind)[0].view(n, S, m)
+                local_nSm = local_nSm.masked_fill(~near_nr[:, None, :], float("-inf"))
+                sim_n_ = torch.cat([_similarity(q_1nC, free_1MC, kind)[0], local_nSm.flatten(1)], dim=1)
                 picks = min(k, sim_n_.shape[1])
                 vals_nK, col_nK = sim_n_.topk(picks, dim=-1)
                 # Region columns -> indices into [free; local frames], frame-major.
-                frame_S = torch.arange(S, device=device) * (h * w)
                 columns = torch.cat(
-                    [
-                        torch.arange(M0, device=device),
-                        M0 + (frame_S[:, None] + (ky * w + kx)[None]).flatten(),
-                    ]
+                    [free_columns, (local_frame_start[:, None] + (ky * w + kx)[None]).flatten()]
                 )
                 idx_nK = columns[col_nK]
                 if picks < k:  # fewer candidates than k near the grid's corner: extra picks weigh 0

@@ -109,6 +109,7 @@ class Trainer:
         self.compute_dtype = DTYPES[cfg.trainer.precision]
         self.ema = WeightAverage(self.engine.module, cfg.trainer.ema) if cfg.trainer.ema else None
         self.recent = RecentBatches(cfg.trainer.precise_bn) if cfg.trainer.precise_bn else None
+        self._bn_fresh = False  # statistics already recomputed for the weights the next evaluation scores
 
         from train.data.loader import build_loader
 
@@ -345,6 +346,9 @@ class Trainer:
         come from a generator of their own, so the training's random stream is untouched."""
         if self.recent is None:
             return
+        if self._bn_fresh:  # `_finish` just recomputed them for these same weights, before the export
+            self._bn_fresh = False
+            return
         module = self.engine.module
         generator = torch.Generator(device=self.dist.device).manual_seed(self.cfg.trainer.seed)
 
@@ -506,6 +510,8 @@ class Trainer:
                 else:
                     self._recalibrate_bn()
                     checkpoint.write_weights(self.engine.module.state_dict(), weights)
+                # The final evaluation scores these weights (the average first, with ema) next.
+                self._bn_fresh = self.recent is not None
             self._evaluate(self.state.step)
             self.tracker.log_artifact(weights, "weights")
         status = {EXIT_OK: "FINISHED", EXIT_INTERRUPTED: "KILLED"}.get(exit_code, "FAILED")
