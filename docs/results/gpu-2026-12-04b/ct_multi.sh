@@ -63,8 +63,7 @@ if [ "${TRUNK:-0}" = 1 ]; then
   for run in "$R"/runs/*/; do
     name=$(basename "$run")
     python -m cycletime.evaluate --weights "$run" --davis "$D/val" --features trunk --no-overlays \
-      --out "$R/ev_trunk_$name" > "$R/trunk_$name.log" 2>&1
-    echo "== trunk $name: $(grep -h "DAVIS overall" "$R/trunk_$name.log")"
+      --out "$R/ev_trunk_$name" > "$R/trunk_$name.log" 2>&1 &
   done
 fi
 
@@ -77,16 +76,21 @@ if [ "${PAIRED_BN:-0}" = 1 ]; then
   for run in "$R"/runs/*/; do
     name=$(basename "$run")
     grep -q "BatchNorm statistics recomputed" "$R/train_$name.log" 2>/dev/null || continue
-    python -c "import glob, sys, torch; run = sys.argv[1]; w = torch.load(run + '/final/weights.pt'); \
+    (python -c "import glob, sys, torch; run = sys.argv[1]; w = torch.load(run + '/final/weights.pt'); \
 ckpt = sorted(glob.glob(run + '/checkpoints/step_*/mp_rank_00_model_states.pt'))[-1]; \
 m = torch.load(ckpt, map_location='cpu', weights_only=False)['module']; \
 w.update({k: v.float().cpu() for k, v in m.items() if k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}); \
 torch.save(w, run + '/final/weights_runningbn.pt')" "$run" &&
       python -m cycletime.evaluate --weights "$run/final/weights_runningbn.pt" --config "$run/config.yaml" \
-        --davis "$D/val" --no-overlays --out "$R/ev_runningbn_$name" > "$R/runningbn_$name.log" 2>&1
-    echo "== training's BatchNorm statistics $name: $(grep -h "DAVIS overall" "$R/runningbn_$name.log")"
+        --davis "$D/val" --no-overlays --out "$R/ev_runningbn_$name" > "$R/runningbn_$name.log" 2>&1) &
   done
 fi
+# The evaluations above run side by side (the GPU has room for them; one after another they took most of a call).
+wait
+for log in "$R"/trunk_*.log; do [ -e "$log" ] && echo "== trunk $(basename "$log" .log): $(grep -h "DAVIS overall" "$log")"; done
+for log in "$R"/runningbn_*.log; do
+  [ -e "$log" ] && echo "== training's BatchNorm statistics $(basename "$log" .log): $(grep -h "DAVIS overall" "$log")"
+done
 
 # KEEP_WEIGHTS="NAME ...": those runs' final encoders (fp32, keys trunk.* and project.*) come back under $OUT
 # in 15 MiB parts, so that a later session without a GPU can evaluate them on the CPU. A call returns at most
