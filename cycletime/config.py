@@ -20,6 +20,11 @@ class PropagationConfig:
     radius: float = param(12.0, "spatial radius of the short-term context, feature cells", gt=0)
     temperature: float = param(0.05, "softmax temperature of the propagation affinity", gt=0)
     max_sequences: int = param(0, "evaluate only the first N sequences; 0: all", ge=0)
+    features: Literal["projection", "trunk"] = param(
+        "projection",
+        "what the trained encoder gives: its 1x1 projection after res4 (what the tracker matches), or the "
+        "res4 trunk before it (CRW's layer; it read higher on DAVIS-2016 val, docs/cycletime.md)",
+    )
 
 
 @dataclass

@@ -286,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--features",
         choices=("projection", "trunk"),
-        default="projection",
+        default=d.features,
         help="what the network encoder gives: the trained 1x1 projection after res4 (ReLU, feat_dim "
         "channels, what the tracker matches), or the res4 trunk before it (CRW reads res4 directly)",
     )
@@ -308,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         radius=args.radius,
         temperature=args.temperature,
         max_sequences=args.max_sequences,
+        features=args.features,
     )
     for f in fields(cfg):
         problem = bounds_violation(getattr(cfg, f.name), f.metadata)
@@ -339,7 +340,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "stride": STRIDE,
             "chunk_elements": args.chunk_elements,
             "batchnorm": args.batchnorm,
-            "features": args.features,
             "bound_th": metrics.BOUND_TH,
             "context_padding": "first frame (CRW)",
             "random_init_seed": RANDOM_INIT_SEED,

@@ -95,7 +95,9 @@ def evaluate(model: nn.Module, cfg: Config, out_dir: str) -> dict[str, float]:
     from cycletime.evaluate import evaluate_davis, headline_metrics
 
     device = next(model.parameters()).device
-    results = evaluate_davis(model.encode, cfg.eval.davis, cfg.eval, out_dir, device, overlays=False)
+    # Propagation L2-normalises whatever it is given, so the bare trunk needs no wrapper.
+    encode = model.encoder.trunk if cfg.eval.features == "trunk" else model.encode
+    results = evaluate_davis(encode, cfg.eval.davis, cfg.eval, out_dir, device, overlays=False)
     return headline_metrics(results)
 
 

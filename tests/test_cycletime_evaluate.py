@@ -209,11 +209,8 @@ def test_command_rejects_out_of_bounds_settings(tmp_path):
         evaluate.main(["--baseline", "lab", "--out", str(tmp_path)])
 
 
-def test_trunk_features_skip_the_projection(tmp_path, monkeypatch):
-    """`--features trunk` propagates with the res4 trunk's channels (256 for ResNet-18), not feat_dim's."""
-    root, config = tmp_path / "davis", tmp_path / "run.yaml"
-    _make_davis(root, ["only"], T=4)
-    config.write_text("method: cycletime\ncycletime: {backbone: resnet18, feat_dim: 16}\n")
+def _record_channels(monkeypatch) -> list[int]:
+    """The channel count of every batch of features label propagation encodes, appended as it runs."""
     channels = []
     real = propagation.encode_frames
 
@@ -226,6 +223,15 @@ def test_trunk_features_skip_the_projection(tmp_path, monkeypatch):
         return real(encode_and_record, *args, **kwargs)
 
     monkeypatch.setattr(propagation, "encode_frames", record_channels)
+    return channels
+
+
+def test_trunk_features_skip_the_projection(tmp_path, monkeypatch):
+    """`--features trunk` propagates with the res4 trunk's channels (256 for ResNet-18), not feat_dim's."""
+    root, config = tmp_path / "davis", tmp_path / "run.yaml"
+    _make_davis(root, ["only"], T=4)
+    config.write_text("method: cycletime\ncycletime: {backbone: resnet18, feat_dim: 16}\n")
+    channels = _record_channels(monkeypatch)
     argv = ["--baseline", "random-init", "--config", str(config), "--davis", str(root), "--size", "64"]
     argv += ["--context", "1", "--topk", "3", "--radius", "2", "--no-overlays", "--device", "cpu"]
     results = evaluate.main([*argv, "--features", "trunk", "--out", str(tmp_path / "trunk")])
@@ -235,3 +241,31 @@ def test_trunk_features_skip_the_projection(tmp_path, monkeypatch):
     assert set(channels) == {16}
     with pytest.raises(SystemExit, match="network encoder"):
         evaluate.main(["--baseline", "lab", "--davis", str(root), "--features", "trunk", "--out", "x"])
+
+
+def test_periodic_evaluation_reads_the_layer_the_config_names(tmp_path, monkeypatch):
+    """`cycletime.eval.features: trunk` makes the trainer's evaluation read res4, scoring the same weights
+    exactly as `python -m cycletime.evaluate --features trunk` does; the default reads the projection."""
+    from cycletime import method
+
+    root, run = tmp_path / "davis", tmp_path / "run"
+    _make_davis(root, ["only"], T=4)
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("method: cycletime\ncycletime: {backbone: resnet18, feat_dim: 16}\n")
+    torch.manual_seed(0)
+    model = CycleTimeModel(Config(backbone="resnet18", feat_dim=16), crop=48).eval()
+    torch.save(model.state_dict(), run / "final" / "weights.pt")
+    channels = _record_channels(monkeypatch)
+    protocol = dict(size=64, context=1, topk=3, radius=2.0)
+    cfg = Config(backbone="resnet18", feat_dim=16)
+    cfg.eval = evaluate.PropagationConfig(davis=str(root), features="trunk", **protocol)
+    in_training = method.evaluate(model, cfg, None)
+    assert set(channels) == {256}
+    argv = ["--weights", str(run), "--davis", str(root), "--size", "64", "--context", "1", "--topk", "3"]
+    argv += ["--radius", "2", "--no-overlays", "--device", "cpu", "--features", "trunk"]
+    argv += ["--out", str(tmp_path / "o")]
+    assert evaluate.headline_metrics(evaluate.main(argv)["davis"]) == in_training
+    channels.clear()
+    cfg.eval = evaluate.PropagationConfig(davis=str(root), **protocol)
+    method.evaluate(model, cfg, None)
+    assert set(channels) == {16}
