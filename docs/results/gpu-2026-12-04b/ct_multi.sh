@@ -59,11 +59,14 @@ wait
 
 # TRUNK=1: every run's final weights (the average with trainer.ema) read at res4 as well, before the 1x1
 # projection (`--features trunk`, CRW's layer); the trainer's own final evaluation reads the projection.
+# READ=projection instead reads the projection, for runs whose own evaluations read res4
+# (cycletime.eval.features=trunk).
+READ=${READ:-trunk}
 if [ "${TRUNK:-0}" = 1 ]; then
   for run in "$R"/runs/*/; do
     name=$(basename "$run")
-    python -m cycletime.evaluate --weights "$run" --davis "$D/val" --features trunk --no-overlays \
-      --out "$R/ev_trunk_$name" > "$R/trunk_$name.log" 2>&1 &
+    python -m cycletime.evaluate --weights "$run" --davis "$D/val" --features "$READ" --no-overlays \
+      --out "$R/ev_${READ}_$name" > "$R/${READ}_$name.log" 2>&1 &
   done
 fi
 
@@ -87,7 +90,7 @@ torch.save(w, run + '/final/weights_runningbn.pt')" "$run" &&
 fi
 # The evaluations above run side by side (the GPU has room for them; one after another they took most of a call).
 wait
-for log in "$R"/trunk_*.log; do [ -e "$log" ] && echo "== trunk $(basename "$log" .log): $(grep -h "DAVIS overall" "$log")"; done
+for log in "$R"/"$READ"_*.log; do [ -e "$log" ] && echo "== $(basename "$log" .log): $(grep -h "DAVIS overall" "$log")"; done
 for log in "$R"/runningbn_*.log; do
   [ -e "$log" ] && echo "== training's BatchNorm statistics $(basename "$log" .log): $(grep -h "DAVIS overall" "$log")"
 done
